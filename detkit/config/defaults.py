@@ -1,0 +1,138 @@
+"""Every config key detkit reads, with its default and a one-line comment.
+
+Defaults follow the authors' released VGG16 VOC 2007 "end2end" recipe unless a comment says
+otherwise. Where the paper and the released code differ, a key chooses (see each comment).
+"""
+
+from detkit.config.config import CfgNode as CN
+
+_C = CN()  # root of the config tree
+
+_C.IMPORTS = []  # modules imported before any build, so plugins register their components
+_C.OUTPUT_DIR = "./output"  # where logs, checkpoints, metrics and the merged config go
+_C.SEED = -1  # random seed for Python, NumPy and torch; negative picks one from time and pid
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+_C.MODEL = CN()  # the detector: which components and their parameters
+_C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # or ProposalNetwork (RPN only)
+_C.MODEL.DEVICE = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"
+_C.MODEL.WEIGHTS = ""  # checkpoint or ImageNet weights to load: path, URL or torchvision://name
+_C.MODEL.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # mean per channel, INPUT.FORMAT order
+_C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std; 1.0 for Caffe weights (0-255 input)
+_C.MODEL.LEGACY_PLUS_ONE = False  # width x2-x1+1 in IoU/encode/decode/clip (code)
+
+# Backbone: the shared convolutional feature extractor.
+_C.MODEL.BACKBONE = CN()  # BACKBONE_REGISTRY entry and shared options
+_C.MODEL.BACKBONE.NAME = "VGG16"  # VGG16, ZF, ResNetC4 or TinyBackbone
+_C.MODEL.BACKBONE.FREEZE_AT = 2  # stages frozen from the input (VGG16: 2 = conv1_x and conv2_x)
+_C.MODEL.BACKBONE.NORM = ""  # normalization in conv blocks: "", "BN", "FrozenBN", "GN"
+
+_C.MODEL.RESNETS = CN()  # options of the ResNetC4 backbone and its res5 box head
+_C.MODEL.RESNETS.DEPTH = 50  # 50 or 101
+_C.MODEL.RESNETS.NORM = "FrozenBN"  # normalization of ResNet blocks: "FrozenBN" or "BN"
+
+_C.MODEL.TINY = CN()  # options of the small CPU backbone used by the quickstart
+_C.MODEL.TINY.CHANNELS = [32, 64, 128, 256]  # output channels of the four stride-2 stages
+_C.MODEL.TINY.BLOCKS_PER_STAGE = 1  # extra 3x3 conv blocks after each stage's strided conv
+
+# Anchors (paper 3.1.1).
+_C.MODEL.ANCHOR_GENERATOR = CN()  # ANCHOR_GENERATOR_REGISTRY entry and anchor shapes
+_C.MODEL.ANCHOR_GENERATOR.NAME = "LegacyAnchorGenerator"  # or DefaultAnchorGenerator (floats)
+_C.MODEL.ANCHOR_GENERATOR.SIZES = [128, 256, 512]  # sqrt of anchor areas, input pixels
+_C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [0.5, 1.0, 2.0]  # height / width ratios
+_C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # DefaultAnchorGenerator: centre at (i + OFFSET) * stride
+
+# Proposal generator.
+_C.MODEL.PROPOSAL_GENERATOR = CN()  # PROPOSAL_GENERATOR_REGISTRY entry
+_C.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # RPN or PrecomputedProposals
+
+_C.MODEL.RPN = CN()  # Region Proposal Network (paper 3.1)
+_C.MODEL.RPN.IN_FEATURES = ["conv5_3"]  # backbone outputs the RPN reads (one map, paper)
+_C.MODEL.RPN.BOUNDARY_THRESH = 0  # straddle margin (0 paper); -1 keeps all
+_C.MODEL.RPN.LOSS_NORMALIZATION = "sampled"  # "sampled" (code) or "paper" (Eq. 1)
+_C.MODEL.RPN.LOSS_WEIGHT_LOC = 1.0  # lambda of Eq. 1 (code 1; paper 10 with "paper" normalization)
+_C.MODEL.RPN.SMOOTH_L1_BETA = 0.1111111111111111  # smooth L1 beta (code sigma 3 = 1/9; 0 = L1)
+_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 12000  # proposals kept by objectness before NMS, training
+_C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000  # proposals kept after NMS, training
+_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 6000  # proposals kept by objectness before NMS, inference
+_C.MODEL.RPN.POST_NMS_TOPK_TEST = 300  # proposals kept after NMS, inference (paper: 300)
+_C.MODEL.RPN.NMS_THRESH = 0.7  # IoU threshold of proposal NMS
+_C.MODEL.RPN.MIN_SIZE = 16.0  # min side, pixels of the original image
+
+_C.MODEL.RPN.HEAD = CN()  # RPN_HEAD_REGISTRY entry
+_C.MODEL.RPN.HEAD.NAME = "StandardRPNHead"  # 3x3 conv + sibling 1x1 objectness and delta convs
+_C.MODEL.RPN.HEAD.CONV_DIM = -1  # channels of the 3x3 conv; -1 = the input's (VGG 512, ZF 256)
+_C.MODEL.RPN.HEAD.OBJECTNESS = "sigmoid"  # "sigmoid" (k logits) or "softmax" (2k logits, code)
+
+_C.MODEL.RPN.MATCHER = CN()  # MATCHER_REGISTRY entry labelling anchors (paper 3.1.2)
+_C.MODEL.RPN.MATCHER.NAME = "IoUMatcher"  # matcher class
+_C.MODEL.RPN.MATCHER.IOU_THRESHOLDS = [0.3, 0.7]  # negative below 0.3, positive at 0.7 and above
+_C.MODEL.RPN.MATCHER.IOU_LABELS = [0, -1, 1]  # label of each IoU interval: neg, ignore, pos
+_C.MODEL.RPN.MATCHER.ALLOW_LOW_QUALITY_MATCHES = True  # best anchors per gt positive
+_C.MODEL.RPN.MATCHER.LOW_QUALITY_MIN_IOU = 0.0  # minimum IoU for that rule (code 0; some use 0.3)
+
+_C.MODEL.RPN.SAMPLER = CN()  # SAMPLER_REGISTRY entry choosing the anchors of the loss
+_C.MODEL.RPN.SAMPLER.NAME = "BalancedPositiveNegativeSampler"  # sampler class
+_C.MODEL.RPN.SAMPLER.BATCH_SIZE_PER_IMAGE = 256  # anchors per image in the loss (paper: 256)
+_C.MODEL.RPN.SAMPLER.POSITIVE_FRACTION = 0.5  # at most this fraction positive (paper: 1:1)
+
+_C.MODEL.RPN.BOX_CODER = CN()  # BOX_CODER_REGISTRY entry for anchor deltas (Eq. 2)
+_C.MODEL.RPN.BOX_CODER.NAME = "DeltaXYWHBoxCoder"  # box coder class
+_C.MODEL.RPN.BOX_CODER.WEIGHTS = [1.0, 1.0, 1.0, 1.0]  # (wx, wy, ww, wh): unnormalized
+_C.MODEL.RPN.BOX_CODER.SCALE_CLAMP = 4.135166556742356  # clamp dw, dh before exp: log(1000 / 16)
+
+# ROI heads (Fast R-CNN).
+_C.MODEL.ROI_HEADS = CN()  # ROI_HEADS_REGISTRY entry and its sampling/inference options
+_C.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # ROI heads class
+_C.MODEL.ROI_HEADS.IN_FEATURES = ["conv5_3"]  # backbone outputs the RoIs are pooled from
+_C.MODEL.ROI_HEADS.NUM_CLASSES = 20  # foreground classes K (VOC 20); the predictor adds background
+_C.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = True  # add ground-truth boxes to the proposals in training
+_C.MODEL.ROI_HEADS.SMOOTH_L1_BETA = 1.0  # smooth L1 beta of the box loss (sigma 1)
+_C.MODEL.ROI_HEADS.CLS_AGNOSTIC_BBOX_REG = False  # 4 box outputs, not 4(K+1)
+_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05  # keep detections scoring above this
+_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.3  # per-class NMS IoU at test
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE = 100  # best detections kept per image over all classes
+
+_C.MODEL.ROI_HEADS.MATCHER = CN()  # MATCHER_REGISTRY entry labelling proposals
+_C.MODEL.ROI_HEADS.MATCHER.NAME = "IoUMatcher"  # matcher class
+_C.MODEL.ROI_HEADS.MATCHER.IOU_THRESHOLDS = [0.0, 0.5]  # bg in [0.0, 0.5) (code; defaults use 0.1)
+_C.MODEL.ROI_HEADS.MATCHER.IOU_LABELS = [-1, 0, 1]  # ignore below the bg bound, bg, fg
+_C.MODEL.ROI_HEADS.MATCHER.ALLOW_LOW_QUALITY_MATCHES = False  # no best-match rule for RoIs
+_C.MODEL.ROI_HEADS.MATCHER.LOW_QUALITY_MIN_IOU = 0.0  # unused while the rule is off
+
+_C.MODEL.ROI_HEADS.SAMPLER = CN()  # SAMPLER_REGISTRY entry choosing the RoIs of the loss
+_C.MODEL.ROI_HEADS.SAMPLER.NAME = "BalancedPositiveNegativeSampler"  # or OHEMSampler
+_C.MODEL.ROI_HEADS.SAMPLER.BATCH_SIZE_PER_IMAGE = 128  # RoIs per image (code: 128)
+_C.MODEL.ROI_HEADS.SAMPLER.POSITIVE_FRACTION = 0.25  # at most 25% foreground
+
+_C.MODEL.ROI_HEADS.BOX_CODER = CN()  # BOX_CODER_REGISTRY entry for RoI deltas
+_C.MODEL.ROI_HEADS.BOX_CODER.NAME = "DeltaXYWHBoxCoder"  # box coder class
+_C.MODEL.ROI_HEADS.BOX_CODER.WEIGHTS = [10.0, 10.0, 5.0, 5.0]  # targets / (0.1, 0.1, 0.2, 0.2)
+_C.MODEL.ROI_HEADS.BOX_CODER.SCALE_CLAMP = 4.135166556742356  # dw, dh clamp: log(1000 / 16)
+
+_C.MODEL.ROI_HEADS.POOLER = CN()  # ROI_POOLER_REGISTRY entry
+_C.MODEL.ROI_HEADS.POOLER.NAME = "ROIPool"  # ROIPool (paper) or ROIAlign
+_C.MODEL.ROI_HEADS.POOLER.RESOLUTION = 7  # output bins per side (7x7)
+_C.MODEL.ROI_HEADS.POOLER.SAMPLING_RATIO = 0  # ROIAlign samples per bin; 0 = adaptive
+_C.MODEL.ROI_HEADS.POOLER.ALIGNED = True  # ROIAlign half-pixel alignment
+
+_C.MODEL.ROI_BOX_HEAD = CN()  # ROI_BOX_HEAD_REGISTRY entry: pooled features -> vector
+_C.MODEL.ROI_BOX_HEAD.NAME = "VGGFCHead"  # VGGFCHead (fc6/fc7), ConvFCHead or Res5Head
+_C.MODEL.ROI_BOX_HEAD.FC_DIM = 4096  # width of each fully connected layer
+_C.MODEL.ROI_BOX_HEAD.NUM_FC = 2  # ConvFCHead: number of fully connected layers
+_C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0  # ConvFCHead: number of 3x3 convs before the fcs
+_C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # ConvFCHead: channels of those convs
+_C.MODEL.ROI_BOX_HEAD.DROPOUT = 0.5  # dropout after each fc (VGG fc6/fc7: 0.5)
+
+# ---------------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------------
+_C.INPUT = CN()  # how images are read and resized
+_C.INPUT.FORMAT = "BGR"  # channel order the model sees: "BGR" (Caffe weights) or "RGB"
+_C.INPUT.MIN_SIZE_TRAIN = [600]  # shorter side in training; one is picked at random per image
+_C.INPUT.MAX_SIZE_TRAIN = 1000  # cap on the longer side in training
+_C.INPUT.MIN_SIZE_TEST = 600  # shorter side at test
+_C.INPUT.MAX_SIZE_TEST = 1000  # cap on the longer side at test
+_C.INPUT.SIZE_DIVISIBILITY = 0  # pad batches to a multiple of this (0 = no extra padding)

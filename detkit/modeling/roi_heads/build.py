@@ -1,0 +1,50 @@
+"""The ROI heads and ROI box head registries and their builders."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from detkit.layers import ShapeSpec
+from detkit.registry import Registry, build_from_config
+
+__all__ = [
+    "ROI_BOX_HEAD_REGISTRY",
+    "ROI_HEADS_REGISTRY",
+    "build_roi_box_head",
+    "build_roi_heads",
+]
+
+ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
+ROI_HEADS_REGISTRY.__doc__ = """
+ROI heads: per-region classification and box refinement (Fast R-CNN).
+
+A member is an ``nn.Module`` built with ``input_shape`` the backbone's
+``{name: ShapeSpec}``. ``forward(images: ImageList, features: dict[str, Tensor],
+proposals: list[Instances], targets: list[Instances] | None)`` returns
+``(detections, losses)``: in training, ``([], {"loss_cls", "loss_box_reg"})``; in
+inference, one ``Instances(pred_boxes, scores, pred_classes)`` per image in the padded
+input's pixels, and ``{}``.
+"""
+
+ROI_BOX_HEAD_REGISTRY = Registry("ROI_BOX_HEAD")
+ROI_BOX_HEAD_REGISTRY.__doc__ = """
+ROI box heads: pooled region features to one vector per region (e.g. VGG fc6/fc7).
+
+A member is an ``nn.Module`` built with ``input_shape`` a ``ShapeSpec`` of one pooled
+region (channels, height, width). ``forward(x: Tensor[R, C, P, P])`` returns
+``Tensor[R, D]``; ``output_shape()`` returns ``ShapeSpec(channels=D)``.
+"""
+
+
+def build_roi_heads(cfg, node=None, input_shape=None, **overrides) -> nn.Module:
+    """Build ``node.NAME`` (default ``cfg.MODEL.ROI_HEADS``)."""
+    node = cfg.MODEL.ROI_HEADS if node is None else node
+    return build_from_config(ROI_HEADS_REGISTRY, cfg, node, input_shape, nn.Module, **overrides)
+
+
+def build_roi_box_head(
+    cfg, node=None, input_shape: ShapeSpec | None = None, **overrides
+) -> nn.Module:
+    """Build ``node.NAME`` (default ``cfg.MODEL.ROI_BOX_HEAD``)."""
+    node = cfg.MODEL.ROI_BOX_HEAD if node is None else node
+    return build_from_config(ROI_BOX_HEAD_REGISTRY, cfg, node, input_shape, nn.Module, **overrides)

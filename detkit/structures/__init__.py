@@ -1,0 +1,7 @@
+"""Shared data structures: boxes, per-image instances and padded image batches."""
+
+from detkit.structures.boxes import Boxes, pairwise_iou
+from detkit.structures.image_list import ImageList
+from detkit.structures.instances import Instances
+
+__all__ = ["Boxes", "ImageList", "Instances", "pairwise_iou"]
