@@ -46,7 +46,7 @@ _C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # DefaultAnchorGenerator: centre at (i +
 
 # Proposal generator.
 _C.MODEL.PROPOSAL_GENERATOR = CN()  # PROPOSAL_GENERATOR_REGISTRY entry
-_C.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # RPN or PrecomputedProposals
+_C.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # PROPOSAL_GENERATOR_REGISTRY entry
 
 _C.MODEL.RPN = CN()  # Region Proposal Network (paper 3.1)
 _C.MODEL.RPN.IN_FEATURES = ["conv5_3"]  # backbone outputs the RPN reads (one map, paper)
@@ -136,3 +136,39 @@ _C.INPUT.MAX_SIZE_TRAIN = 1000  # cap on the longer side in training
 _C.INPUT.MIN_SIZE_TEST = 600  # shorter side at test
 _C.INPUT.MAX_SIZE_TEST = 1000  # cap on the longer side at test
 _C.INPUT.SIZE_DIVISIBILITY = 0  # pad batches to a multiple of this (0 = no extra padding)
+_C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal" (p = 0.5 per sample) or "none"
+_C.INPUT.FLIP_BY_DUPLICATION = False  # add a flipped copy of every image instead (released code)
+
+# ---------------------------------------------------------------------------------------------
+# Datasets and loading
+# ---------------------------------------------------------------------------------------------
+_C.DATASETS = CN()  # registered dataset names
+_C.DATASETS.TRAIN = []  # names concatenated for training, e.g. ["voc_2007_trainval"]
+_C.DATASETS.TEST = []  # names evaluated, e.g. ["voc_2007_test"]
+
+_C.DATALOADER = CN()  # data loading
+_C.DATALOADER.NUM_WORKERS = 2  # loader worker processes (0 = load in the main process)
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of like aspect ratio together
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False  # drop training images with no object
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------
+_C.SOLVER = CN()  # optimizer and schedule
+_C.SOLVER.BASE_LR = 0.001  # learning rate (paper: 0.001)
+_C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+_C.SOLVER.WEIGHT_DECAY = 0.0005  # weight decay of weights
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0005  # weight decay of biases (Caffe also decays biases)
+_C.SOLVER.BIAS_LR_FACTOR = 2.0  # bias learning rate = BASE_LR x this (released code: 2)
+_C.SOLVER.IMS_PER_BATCH = 1  # images per optimizer step per pass, over all processes
+_C.SOLVER.ITER_SIZE = 2  # passes whose gradients are accumulated per update (code: 2)
+_C.SOLVER.MAX_ITER = 70000  # updates (VOC07 end2end: 70k)
+_C.SOLVER.STEPS = [50000]  # updates at which the lr is multiplied by GAMMA
+_C.SOLVER.GAMMA = 0.1  # lr decay factor at each step
+_C.SOLVER.WARMUP_ITERS = 0  # linear warm-up length in updates (released code: none)
+_C.SOLVER.WARMUP_FACTOR = 0.001  # lr factor at the start of warm-up
+_C.SOLVER.CHECKPOINT_PERIOD = 10000  # save a checkpoint every this many updates
+_C.SOLVER.CLIP_GRADIENTS = 0.0  # clip the gradient norm to this (0 = no clipping)
+
+_C.TEST = CN()  # evaluation
+_C.TEST.EVAL_PERIOD = 0  # evaluate every this many updates during training (0 = only at the end)

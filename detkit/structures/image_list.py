@@ -15,11 +15,28 @@ class ImageList:
 
     Images are zero-padded at the bottom and right (paper input convention), so pixel
     coordinates are the same in the padded batch as in each image.
+
+    Args:
+        tensor: the padded batch.
+        image_sizes: (height, width) of each image inside the batch (after any resize).
+        original_sizes: (height, width) of each image as read from disk, before the resize,
+            when known; components that work at the original scale (the RPN's minimum
+            proposal size) use it.
     """
 
-    def __init__(self, tensor: Tensor, image_sizes: list[tuple[int, int]]):
+    def __init__(
+        self,
+        tensor: Tensor,
+        image_sizes: list[tuple[int, int]],
+        original_sizes: list[tuple[int, int]] | None = None,
+    ):
         self.tensor = tensor
         self.image_sizes = image_sizes
+        self.original_sizes = original_sizes if original_sizes is not None else list(image_sizes)
+
+    def scale_factors(self) -> list[float]:
+        """Per image, resized height / original height (the resize factor of both axes)."""
+        return [s[0] / o[0] for s, o in zip(self.image_sizes, self.original_sizes)]
 
     def __len__(self) -> int:
         return len(self.image_sizes)
@@ -30,7 +47,7 @@ class ImageList:
         return self.tensor[idx, ..., :h, :w]
 
     def to(self, device: torch.device | str) -> ImageList:
-        return ImageList(self.tensor.to(device), self.image_sizes)
+        return ImageList(self.tensor.to(device), self.image_sizes, self.original_sizes)
 
     @property
     def device(self) -> torch.device:

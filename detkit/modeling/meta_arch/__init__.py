@@ -1,5 +1,13 @@
 """Meta-architectures: whole detectors assembled from registered components."""
 
 from detkit.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model, resolve_device
+from detkit.modeling.meta_arch.rcnn import GeneralizedRCNN, ProposalNetwork, detector_postprocess
 
-__all__ = ["META_ARCH_REGISTRY", "build_model", "resolve_device"]
+__all__ = [
+    "GeneralizedRCNN",
+    "META_ARCH_REGISTRY",
+    "ProposalNetwork",
+    "build_model",
+    "detector_postprocess",
+    "resolve_device",
+]

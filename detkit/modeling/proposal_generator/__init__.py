@@ -6,10 +6,16 @@ from detkit.modeling.proposal_generator.build import (
     build_proposal_generator,
     build_rpn_head,
 )
+from detkit.modeling.proposal_generator.proposals import find_top_proposals
+from detkit.modeling.proposal_generator.rpn import RPN
+from detkit.modeling.proposal_generator.rpn_head import StandardRPNHead
 
 __all__ = [
     "PROPOSAL_GENERATOR_REGISTRY",
+    "RPN",
     "RPN_HEAD_REGISTRY",
+    "StandardRPNHead",
     "build_proposal_generator",
     "build_rpn_head",
+    "find_top_proposals",
 ]

@@ -1,0 +1,163 @@
+"""Grid anchors: the shared grid machinery and the modern exact-float generator."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections import OrderedDict
+
+import torch
+from torch import Tensor
+
+from detkit.layers import ShapeSpec
+from detkit.modeling.anchor_generator.build import ANCHOR_GENERATOR_REGISTRY, AnchorGenerator
+
+__all__ = ["DefaultAnchorGenerator", "GridAnchorGenerator"]
+
+# Distinct (level, H, W, device) grids kept; training images of varying size keep the cache
+# bounded (a 38x63x9 grid is ~86 KB).
+_MAX_CACHED_GRIDS = 64
+
+
+class GridAnchorGenerator(AnchorGenerator):
+    """Cell anchors (A per position) repeated at every feature-map position (paper 3.1.1).
+
+    Subclasses define ``cell_anchors_for_stride``. Anchors of map ``i`` are its cell anchors
+    shifted by ``((x + offset) * stride, (y + offset) * stride)`` for every position
+    ``(y, x)``; the result is ordered anchor fastest, then x, then y, which is the order of
+    the RPN head's outputs after ``[B, A, H, W] -> [B, H, W, A]``.
+
+    Args:
+        sizes: sqrt of the anchor areas, input pixels (e.g. [128, 256, 512]); used on every map.
+        aspect_ratios: height / width ratios (e.g. [0.5, 1, 2]).
+        strides: stride of each feature map, input pixels per feature cell (e.g. [16]).
+        offset: where the grid starts inside a cell, as a fraction of the stride.
+    """
+
+    def __init__(
+        self,
+        *,
+        sizes: list[float],
+        aspect_ratios: list[float],
+        strides: list[int],
+        offset: float = 0.0,
+    ):
+        super().__init__()
+        if not sizes or not aspect_ratios or not strides:
+            raise ValueError(
+                f"{type(self).__name__} needs non-empty sizes, aspect_ratios and strides; got "
+                f"sizes={sizes}, aspect_ratios={aspect_ratios}, strides={strides} "
+                "(MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS and the backbone's strides)."
+            )
+        if any(s <= 0 for s in sizes) or any(r <= 0 for r in aspect_ratios):
+            raise ValueError(
+                f"Anchor sizes and aspect ratios must be positive; got sizes={sizes}, "
+                f"aspect_ratios={aspect_ratios} (MODEL.ANCHOR_GENERATOR)."
+            )
+        self.sizes = [float(s) for s in sizes]
+        self.aspect_ratios = [float(r) for r in aspect_ratios]
+        self.strides = [int(s) for s in strides]
+        self.offset = float(offset)
+        # One [A, 4] tensor per map, on the CPU; grids are built on the features' device.
+        self.cell_anchors = [self.cell_anchors_for_stride(s) for s in self.strides]
+        self._grid_cache: OrderedDict[tuple, Tensor] = OrderedDict()
+
+    @classmethod
+    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+        if not input_shape or any(s.stride is None for s in input_shape):
+            raise ValueError(
+                f"{cls.__name__} is built with input_shape = one ShapeSpec with a stride per "
+                f"feature map (the backbone's output_shape()); got {input_shape!r}."
+            )
+        return {
+            "sizes": list(node.SIZES),
+            "aspect_ratios": list(node.ASPECT_RATIOS),
+            "strides": [s.stride for s in input_shape],
+        }
+
+    @property
+    def num_anchors_per_location(self) -> int:
+        """A = len(sizes) * len(aspect_ratios)."""
+        return len(self.sizes) * len(self.aspect_ratios)
+
+    @abstractmethod
+    def cell_anchors_for_stride(self, stride: int) -> Tensor:
+        """``Tensor[A, 4]`` XYXY, float32: the anchors of the position at shift (0, 0)."""
+
+    def grid_anchors(self, level: int, height: int, width: int, device: torch.device) -> Tensor:
+        """``Tensor[height * width * A, 4]``: the anchors of map ``level`` (cached).
+
+        The returned tensor is shared with the cache: do not modify it in place.
+        """
+        key = (level, height, width, str(device))
+        cached = self._grid_cache.get(key)
+        if cached is not None:
+            self._grid_cache.move_to_end(key)
+            return cached
+        stride = self.strides[level]
+        xs = (torch.arange(width, dtype=torch.float32, device=device) + self.offset) * stride
+        ys = (torch.arange(height, dtype=torch.float32, device=device) + self.offset) * stride
+        shift_y, shift_x = torch.meshgrid(ys, xs, indexing="ij")  # x varies fastest
+        shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
+        shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=1)  # [H * W, 4]
+        cell = self.cell_anchors[level].to(device)  # [A, 4]
+        anchors = (shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4)  # anchor fastest
+        self._grid_cache[key] = anchors
+        if len(self._grid_cache) > _MAX_CACHED_GRIDS:
+            self._grid_cache.popitem(last=False)
+        return anchors
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        """Anchors of each feature map.
+
+        Args:
+            features: ``Tensor[B, C, H_i, W_i]`` per map, in the order of ``strides``.
+
+        Returns:
+            One ``Tensor[H_i * W_i * A, 4]`` per map, XYXY in input pixels, float32.
+        """
+        if len(features) != len(self.strides):
+            raise ValueError(
+                f"{type(self).__name__} was built for {len(self.strides)} feature map(s) "
+                f"(strides {self.strides}) but received {len(features)}; build it with the "
+                "ShapeSpecs of exactly the maps passed to forward()."
+            )
+        return [
+            self.grid_anchors(level, f.shape[-2], f.shape[-1], f.device)
+            for level, f in enumerate(features)
+        ]
+
+    def extra_repr(self) -> str:
+        return (
+            f"sizes={self.sizes}, aspect_ratios={self.aspect_ratios}, strides={self.strides}, "
+            f"offset={self.offset}"
+        )
+
+
+@ANCHOR_GENERATOR_REGISTRY.register()
+class DefaultAnchorGenerator(GridAnchorGenerator):
+    """Modern anchors: exact float shapes centred at ``(i + offset) * stride``.
+
+    For each aspect ratio r (h / w) and size s: area = s^2, w = sqrt(area / r), h = w * r,
+    and the cell anchor is ``(-w/2, -h/2, w/2, h/2)``. Ratio-major order, as the legacy
+    generator. Position ``(y, x)`` of a map adds ``((x + offset) * stride,
+    (y + offset) * stride)``; offset 0.5 centres anchors on the cells.
+
+    Args:
+        sizes: sqrt of the anchor areas, input pixels; used on every map.
+        aspect_ratios: height / width ratios.
+        strides: stride of each feature map.
+        offset: grid offset as a fraction of the stride (0 or 0.5 in practice).
+    """
+
+    @classmethod
+    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+        return {**super().from_config(cfg, node, input_shape), "offset": float(node.OFFSET)}
+
+    def cell_anchors_for_stride(self, stride: int) -> Tensor:
+        # float64 so that the float32 result is the correctly rounded exact value.
+        ratios = torch.tensor(self.aspect_ratios, dtype=torch.float64)[:, None]  # [R, 1]
+        sizes = torch.tensor(self.sizes, dtype=torch.float64)[None, :]  # [1, S]
+        widths = torch.sqrt(sizes * sizes / ratios)  # [R, S]: area / ratio = w^2
+        heights = widths * ratios
+        anchors = torch.stack([-widths / 2, -heights / 2, widths / 2, heights / 2], dim=-1)
+        return anchors.reshape(-1, 4).to(torch.float32)  # ratio-major, then size

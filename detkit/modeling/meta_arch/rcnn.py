@@ -1,0 +1,190 @@
+"""Two-stage detectors: ``GeneralizedRCNN`` (Faster R-CNN by config) and ``ProposalNetwork``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detkit.layers import ShapeSpec
+from detkit.modeling.backbone import Backbone, build_backbone
+from detkit.modeling.meta_arch.build import META_ARCH_REGISTRY
+from detkit.modeling.proposal_generator import build_proposal_generator
+from detkit.modeling.roi_heads import build_roi_heads
+from detkit.structures import Boxes, ImageList, Instances
+
+__all__ = ["GeneralizedRCNN", "ProposalNetwork", "detector_postprocess"]
+
+
+class _ImageBatchMixin:
+    """Normalization and padding shared by the meta-architectures."""
+
+    backbone: Backbone
+    pixel_mean: Tensor
+    pixel_std: Tensor
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
+        """Normalize each ``"image"`` and pad the batch (bottom/right, after normalization)."""
+        images = []
+        for i, x in enumerate(batched_inputs):
+            image = x.get("image")
+            where = f"Input {i} (image_id {x.get('image_id', '?')})"
+            if not isinstance(image, Tensor) or image.dim() != 3:
+                shape = tuple(image.shape) if isinstance(image, Tensor) else ""
+                raise ValueError(
+                    f"{where} needs 'image': a Tensor[C, H, W]; got {type(image).__name__}{shape}."
+                )
+            if image.shape[0] != self.pixel_mean.shape[0]:
+                raise ValueError(
+                    f"{where} has {image.shape[0]} channels; MODEL.PIXEL_MEAN has "
+                    f"{self.pixel_mean.shape[0]}."
+                )
+            images.append((image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std)
+        original_sizes = [
+            (int(x.get("height", im.shape[-2])), int(x.get("width", im.shape[-1])))
+            for x, im in zip(batched_inputs, images)
+        ]
+        batch = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        batch.original_sizes = original_sizes
+        return batch
+
+    def ground_truth(self, batched_inputs: list[dict[str, Any]]) -> list[Instances]:
+        gt = []
+        for i, x in enumerate(batched_inputs):
+            if "instances" not in x:
+                raise ValueError(
+                    f"Training input {i} (image_id {x.get('image_id', '?')}) has no 'instances' "
+                    "with gt_boxes and gt_classes; an image without objects needs an empty "
+                    "Instances, not a missing one."
+                )
+            gt.append(x["instances"].to(self.device))
+        return gt
+
+
+def detector_postprocess(
+    results: Instances, output_height: int, output_width: int, box_field: str = "pred_boxes"
+) -> Instances:
+    """Rescale boxes from the resized input to the original image size, and clip them."""
+    scale_x = output_width / results.image_size[1]
+    scale_y = output_height / results.image_size[0]
+    out = Instances((output_height, output_width), **results.get_fields())
+    boxes: Boxes = out.get(box_field).clone()
+    boxes.scale(scale_x, scale_y)
+    boxes.clip((output_height, output_width))
+    out.set(box_field, boxes)
+    return out
+
+
+@META_ARCH_REGISTRY.register()
+class GeneralizedRCNN(_ImageBatchMixin, nn.Module):
+    """Backbone -> proposal generator -> ROI heads. Faster R-CNN is the config with an RPN
+    and ``StandardROIHeads`` sharing one backbone.
+
+    Args:
+        backbone: shared features.
+        proposal_generator: e.g. the RPN.
+        roi_heads: e.g. ``StandardROIHeads``.
+        pixel_mean, pixel_std: per-channel normalization of the input images.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        proposal_generator: nn.Module,
+        roi_heads: nn.Module,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.proposal_generator = proposal_generator
+        self.roi_heads = roi_heads
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg, node, input_shape=None) -> dict:
+        backbone = build_backbone(cfg, input_shape=ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        shapes = backbone.output_shape()
+        return {
+            "backbone": backbone,
+            "proposal_generator": build_proposal_generator(cfg, input_shape=shapes),
+            "roi_heads": build_roi_heads(cfg, input_shape=shapes),
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+        }
+
+    def forward(self, batched_inputs: list[dict[str, Any]]):
+        """Training: dict of losses. Inference: ``[{"instances": Instances}]`` per image.
+
+        Args:
+            batched_inputs: per image ``{"image": Tensor[C, H, W]`` (resized, in
+                ``INPUT.FORMAT``, 0-255), ``"instances": Instances(gt_boxes, gt_classes)``
+                (training), ``"height"``, ``"width"`` (original size, optional)``}``.
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        if self.training:
+            gt = self.ground_truth(batched_inputs)
+            proposals, proposal_losses = self.proposal_generator(images, features, gt)
+            _, detector_losses = self.roi_heads(images, features, proposals, gt)
+            return {**proposal_losses, **detector_losses}
+        proposals, _ = self.proposal_generator(images, features, None)
+        detections, _ = self.roi_heads(images, features, proposals, None)
+        return [
+            {"instances": detector_postprocess(det, h, w)}
+            for det, (h, w) in zip(detections, images.original_sizes)
+        ]
+
+
+@META_ARCH_REGISTRY.register()
+class ProposalNetwork(_ImageBatchMixin, nn.Module):
+    """Backbone -> RPN only: proposals as the output (the paper's RPN stages).
+
+    Inference returns ``[{"proposals": Instances(proposal_boxes, objectness_logits)}]`` in
+    original image coordinates.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        proposal_generator: nn.Module,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.proposal_generator = proposal_generator
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg, node, input_shape=None) -> dict:
+        backbone = build_backbone(cfg, input_shape=ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        return {
+            "backbone": backbone,
+            "proposal_generator": build_proposal_generator(
+                cfg, input_shape=backbone.output_shape()
+            ),
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+        }
+
+    def forward(self, batched_inputs: list[dict[str, Any]]):
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        gt = self.ground_truth(batched_inputs) if self.training else None
+        proposals, losses = self.proposal_generator(images, features, gt)
+        if self.training:
+            return losses
+        return [
+            {"proposals": detector_postprocess(p, h, w, box_field="proposal_boxes")}
+            for p, (h, w) in zip(proposals, images.original_sizes)
+        ]

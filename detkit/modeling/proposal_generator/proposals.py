@@ -1,0 +1,71 @@
+"""From per-anchor objectness and deltas to proposals (paper 3.1, "proposals" in PAPER.md)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import nms
+
+from detkit.modeling.box_coder import BoxCoder
+from detkit.structures import Boxes, Instances
+
+__all__ = ["find_top_proposals"]
+
+
+def find_top_proposals(
+    anchors: Tensor,
+    objectness_logits: Tensor,
+    anchor_deltas: Tensor,
+    box_coder: BoxCoder,
+    image_sizes: list[tuple[int, int]],
+    scale_factors: list[float],
+    *,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    nms_thresh: float,
+    min_size: float,
+    legacy_plus_one: bool = False,
+) -> list[Instances]:
+    """Proposals of each image, in the released code's order.
+
+    Per image: decode every anchor, clip to the image, drop boxes smaller than ``min_size``
+    pixels at the original image scale, keep the ``pre_nms_topk`` best by objectness, NMS at
+    ``nms_thresh``, keep the ``post_nms_topk`` best. Nothing here is differentiated: the
+    proposals are constants to the ROI heads (approximate joint training).
+
+    Args:
+        anchors: ``Tensor[N, 4]`` anchors of all feature maps, shared by all images.
+        objectness_logits: ``Tensor[B, N]``.
+        anchor_deltas: ``Tensor[B, N, 4]``.
+        box_coder: decodes deltas on the anchors.
+        image_sizes: (height, width) of each image in the padded batch.
+        scale_factors: resized / original size of each image; ``min_size * scale`` is the
+            threshold in the input's pixels.
+        pre_nms_topk, post_nms_topk, nms_thresh, min_size: see above.
+        legacy_plus_one: width convention of clipping and the size filter.
+
+    Returns:
+        One ``Instances(proposal_boxes: Boxes, objectness_logits: Tensor[P])`` per image,
+        sorted by decreasing objectness, ``P <= post_nms_topk``.
+    """
+    results = []
+    with torch.no_grad():
+        for logits, deltas, image_size, scale in zip(
+            objectness_logits, anchor_deltas, image_sizes, scale_factors
+        ):
+            boxes = Boxes(box_coder.decode(deltas, anchors), legacy_plus_one)
+            boxes.clip(image_size)
+            threshold = min_size * scale
+            keep = (boxes.widths() >= threshold) & (boxes.heights() >= threshold)
+            boxes, logits = boxes[keep], logits[keep]
+            if logits.numel() > pre_nms_topk:
+                logits, order = logits.topk(pre_nms_topk)
+                boxes = boxes[order]
+            else:
+                logits, order = logits.sort(descending=True)
+                boxes = boxes[order]
+            keep = nms(boxes.tensor, logits, nms_thresh)[:post_nms_topk]
+            results.append(
+                Instances(image_size, proposal_boxes=boxes[keep], objectness_logits=logits[keep])
+            )
+    return results

@@ -1,0 +1,139 @@
+"""Fast R-CNN predictor: class scores and per-class box deltas, their losses and inference."""
+
+from __future__ import annotations
+
+import torch
+from fvcore.nn import smooth_l1_loss
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.ops import batched_nms
+
+from detkit.structures import Boxes, Instances
+
+__all__ = ["FastRCNNOutputLayers", "fast_rcnn_inference_single_image"]
+
+
+class FastRCNNOutputLayers(nn.Module):
+    """Two sibling linear layers on the box head's vector: K+1 scores and box deltas.
+
+    Classes are ``0 .. K-1`` (the dataset's foreground classes) and ``K`` is background.
+    With class-specific regression there are ``4 * (K + 1)`` delta outputs; the background
+    slot is never trained (PAPER.md). Class-agnostic regression has 4 outputs.
+
+    Args:
+        in_features: D, the box head's output size.
+        num_classes: K foreground classes.
+        cls_agnostic_bbox_reg: one box for all classes.
+    """
+
+    def __init__(
+        self, *, in_features: int, num_classes: int, cls_agnostic_bbox_reg: bool = False
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
+        self.cls_score = nn.Linear(in_features, num_classes + 1)
+        num_box_outputs = 1 if cls_agnostic_bbox_reg else num_classes + 1
+        self.bbox_pred = nn.Linear(in_features, 4 * num_box_outputs)
+        # Initialization of the released code: N(0, 0.01) scores, N(0, 0.001) deltas, bias 0.
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``[R, D]`` -> (scores ``[R, K + 1]``, deltas ``[R, 4 * (K + 1)]`` or ``[R, 4]``)."""
+        x = x.flatten(1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+    def per_roi_losses(
+        self,
+        scores: Tensor,
+        deltas: Tensor,
+        gt_classes: Tensor,
+        regression_targets: Tensor,
+        smooth_l1_beta: float,
+    ) -> tuple[Tensor, Tensor]:
+        """Unreduced losses of each RoI.
+
+        Args:
+            scores: ``[R, K + 1]``; deltas: ``[R, 4 * (K + 1)]`` or ``[R, 4]``.
+            gt_classes: ``[R]`` in ``0 .. K`` (``K`` = background).
+            regression_targets: ``[R, 4]`` encoded targets (used where foreground).
+            smooth_l1_beta: beta of the box loss.
+
+        Returns:
+            (classification loss ``[R]``, box loss ``[R]``, zero for background RoIs).
+        """
+        loss_cls = F.cross_entropy(scores, gt_classes, reduction="none")
+        foreground = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        box_deltas = self.select_class_deltas(deltas, gt_classes.clamp(max=self.num_classes))
+        loss_box = smooth_l1_loss(
+            box_deltas, regression_targets, smooth_l1_beta, reduction="none"
+        ).sum(dim=1)
+        return loss_cls, loss_box * foreground.to(loss_box.dtype)
+
+    def losses(
+        self,
+        scores: Tensor,
+        deltas: Tensor,
+        gt_classes: Tensor,
+        regression_targets: Tensor,
+        smooth_l1_beta: float,
+    ) -> dict[str, Tensor]:
+        """``loss_cls`` (mean cross-entropy) and ``loss_box_reg`` (foreground smooth L1 summed
+        over RoIs, divided by the number of sampled RoIs, as in the released code)."""
+        loss_cls, loss_box = self.per_roi_losses(
+            scores, deltas, gt_classes, regression_targets, smooth_l1_beta
+        )
+        normalizer = max(gt_classes.numel(), 1)
+        return {
+            "loss_cls": loss_cls.sum() / normalizer,
+            "loss_box_reg": loss_box.sum() / normalizer,
+        }
+
+    def select_class_deltas(self, deltas: Tensor, classes: Tensor) -> Tensor:
+        """``[R, 4 * (K + 1)]`` deltas -> ``[R, 4]`` of each RoI's class."""
+        if self.cls_agnostic_bbox_reg:
+            return deltas
+        rows = torch.arange(deltas.shape[0], device=deltas.device)
+        return deltas.view(deltas.shape[0], -1, 4)[rows, classes]
+
+
+def fast_rcnn_inference_single_image(
+    boxes: Tensor,
+    scores: Tensor,
+    image_size: tuple[int, int],
+    *,
+    score_thresh: float,
+    nms_thresh: float,
+    topk_per_image: int,
+    legacy_plus_one: bool = False,
+) -> Instances:
+    """Detections of one image from per-class boxes and softmax scores (PAPER.md, "Test").
+
+    Per class: keep scores above ``score_thresh``, NMS at ``nms_thresh`` (all classes at once
+    with ``batched_nms``); then keep the ``topk_per_image`` best over all classes.
+
+    Args:
+        boxes: ``[R, K, 4]`` decoded boxes of each RoI for each foreground class.
+        scores: ``[R, K]`` foreground probabilities.
+        image_size: (height, width) to clip to.
+
+    Returns:
+        ``Instances(pred_boxes: Boxes, scores: Tensor[D], pred_classes: Tensor[D])``.
+    """
+    num_rois, num_classes = scores.shape
+    clipped = Boxes(boxes.reshape(-1, 4).clone(), legacy_plus_one)
+    clipped.clip(image_size)
+    boxes = clipped.tensor.view(num_rois, num_classes, 4)
+    roi_idx, class_idx = (scores > score_thresh).nonzero(as_tuple=True)
+    kept_boxes, kept_scores = boxes[roi_idx, class_idx], scores[roi_idx, class_idx]
+    # batched_nms keeps NMS within each class; its output is sorted by decreasing score.
+    keep = batched_nms(kept_boxes, kept_scores, class_idx, nms_thresh)[:topk_per_image]
+    return Instances(
+        image_size,
+        pred_boxes=Boxes(kept_boxes[keep], legacy_plus_one),
+        scores=kept_scores[keep],
+        pred_classes=class_idx[keep],
+    )
