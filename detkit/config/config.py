@@ -98,20 +98,36 @@ class CfgNode(_YacsCfgNode):
                 f"Command-line overrides must be KEY VALUE pairs; got an odd count "
                 f"({len(items)}): {items}"
             )
-        data: dict[str, Any] = {}
-        for key, raw in zip(items[0::2], items[1::2]):
+        pairs = list(zip(items[0::2], items[1::2]))
+        # IMPORTS first, wherever it stands: plugins may define keys the other pairs set.
+        pairs.sort(key=lambda pair: pair[0] != "IMPORTS")
+        for key, raw in pairs:
+            value = raw if isinstance(self._lookup(key), str) else _parse_value(raw)
+            data: dict[str, Any] = {}
             node = data
             parts = key.split(".")
             for part in parts[:-1]:
                 node = node.setdefault(part, {})
-            node[parts[-1]] = _parse_value(raw)
-        self._merge_mapping(data, source="the command line")
+            node[parts[-1]] = value
+            self._merge_mapping(data, source="the command line")
+
+    def _lookup(self, key: str) -> Any:
+        """The current value at a dotted key, or None when there is no such key."""
+        node: Any = self
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
 
     def _merge_mapping(self, data: dict[str, Any], source: str) -> None:
         if "IMPORTS" in data:
             # Plugins first: they may register config keys that the rest of the file uses.
-            imports = data.pop("IMPORTS")
-            self._merge_into(self, {"IMPORTS": imports}, "", source)
+            # A file adds to the IMPORTS of its bases: their plugin keys must stay loadable.
+            data = dict(data)
+            previous = list(self.IMPORTS)
+            self._merge_into(self, {"IMPORTS": data.pop("IMPORTS")}, "", source)
+            self.IMPORTS = previous + [m for m in self.IMPORTS if m not in previous]
             from detkit.utils.imports import import_plugins
 
             import_plugins(self.IMPORTS, source=f"IMPORTS in {source}")
@@ -119,10 +135,16 @@ class CfgNode(_YacsCfgNode):
         self._merge_into(self, data, "", source)
 
     def apply_extensions(self) -> None:
-        """Apply the registered plugin config extensions not yet applied to this config."""
+        """Apply the config extensions of the modules in ``IMPORTS`` (each once).
+
+        Only extensions defined in a listed module (or a submodule of it) apply, so a config
+        accepts a plugin's keys exactly when it names the plugin, and its dump reloads.
+        """
         applied = self.__dict__.setdefault("_applied_extensions", set())
+        imported = list(self.IMPORTS)
         for name, fn in list(_CONFIG_EXTENSIONS.items()):
-            if name not in applied:
+            listed = any(fn.__module__ == m or fn.__module__.startswith(m + ".") for m in imported)
+            if listed and name not in applied:
                 was_frozen = self.is_frozen()
                 self.defrost()
                 fn(self)
@@ -148,15 +170,18 @@ class CfgNode(_YacsCfgNode):
 
     def _unknown_key_message(self, full_key: str, source: str) -> str:
         known = list(_flat_keys(self))
-        close = difflib.get_close_matches(full_key, known, n=3, cutoff=0.75)
+        parent, _, leaf = full_key.rpartition(".")
+        siblings = [k for k in known if k.rpartition(".")[0] == parent]
+        # A typo is most often in the last part: compare it with its siblings' last parts.
+        by_leaf = {k.rpartition(".")[2]: k for k in siblings}
+        close = [by_leaf[c] for c in difflib.get_close_matches(leaf, list(by_leaf), 3, 0.6)]
+        if not close:
+            close = difflib.get_close_matches(full_key, known, n=3, cutoff=0.75)
         msg = f"Unknown config key '{full_key}' (from {source})."
         if close:
             msg += " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-        else:
-            parent = full_key.rpartition(".")[0]
-            siblings = [k for k in known if k.rpartition(".")[0] == parent]
-            if siblings:
-                msg += " Known keys there: " + ", ".join(siblings[:20]) + "."
+        elif siblings:
+            msg += " Known keys there: " + ", ".join(siblings[:20]) + "."
         msg += (
             " Keys from a plugin exist once its module is listed in IMPORTS and defines them "
             "with register_config_extension."
@@ -172,7 +197,8 @@ def _flat_keys(node: CfgNode, prefix: str = ""):
 
 
 def _type_name(value: Any) -> str:
-    return type(value).__name__
+    name = type(value).__name__
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 def _check_type(full_key: str, old: Any, new: Any, source: str) -> Any:
@@ -197,8 +223,8 @@ def _check_type(full_key: str, old: Any, new: Any, source: str) -> Any:
         ok = type(new) is type(old)
     if not ok:
         raise ConfigError(
-            f"Config key {full_key} (from {source}) expects a {_type_name(old)} "
-            f"(default {old!r}), got a {_type_name(new)} ({new!r})."
+            f"Config key {full_key} (from {source}) expects {_type_name(old)} "
+            f"(default {old!r}), got {_type_name(new)} ({new!r})."
         )
     return new
 

@@ -23,6 +23,8 @@ class Boxes:
     def __init__(self, tensor: Tensor, legacy_plus_one: bool = False):
         if not isinstance(tensor, Tensor):
             tensor = torch.as_tensor(tensor, dtype=torch.float32)
+        elif not tensor.is_floating_point():
+            tensor = tensor.to(torch.float32)
         if tensor.numel() == 0:
             tensor = tensor.reshape(0, 4).to(dtype=torch.float32)
         if tensor.dim() != 2 or tensor.shape[-1] != 4:

@@ -23,11 +23,14 @@ def import_plugins(module_names: Iterable[str], source: str = "IMPORTS") -> list
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name is not None and name.startswith(e.name):
+            # Only when the listed module itself (or its package) is missing; a missing
+            # dependency of the plugin is the plugin's own error and propagates unchanged.
+            if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
                 raise ModuleNotFoundError(
                     f"{source} lists module '{name}', which cannot be imported: {e}. "
                     "Check the spelling and run from the directory that contains it "
-                    "(for projects/, the repository root), or install it."
+                    "(for projects/, the repository root), or install it.",
+                    name=e.name,
                 ) from e
             raise
     return names
