@@ -1,5 +1,6 @@
 """Matchers: assign anchors and proposals to ground-truth boxes."""
 
 from detkit.modeling.matcher.build import MATCHER_REGISTRY, Matcher, build_matcher
+from detkit.modeling.matcher.iou_matcher import IoUMatcher
 
-__all__ = ["MATCHER_REGISTRY", "Matcher", "build_matcher"]
+__all__ = ["IoUMatcher", "MATCHER_REGISTRY", "Matcher", "build_matcher"]

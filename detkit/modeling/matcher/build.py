@@ -18,7 +18,8 @@ A member is a ``Matcher``, built from its node (``MODEL.RPN.MATCHER`` or
 ``MODEL.ROI_HEADS.MATCHER``). ``__call__(match_quality_matrix: Tensor[M, N])`` (M ground
 truths by N predictions, e.g. IoU) returns ``(matches: Tensor[N] int64`` index of the
 matched ground truth, ``labels: Tensor[N] int8)`` with 1 positive, 0 negative, -1 ignore.
-With M = 0 every prediction is labelled with the label of the lowest interval.
+With M = 0 (no ground truth) ``matches`` is all 0 and every prediction gets the label of
+the interval that contains IoU 0 (RPN defaults: negative; Fast R-CNN: background).
 """
 
 

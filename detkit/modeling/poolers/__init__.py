@@ -1,5 +1,13 @@
 """RoI poolers: fixed-size region features (torchvision RoIPool / RoIAlign)."""
 
 from detkit.modeling.poolers.build import ROI_POOLER_REGISTRY, ROIPooler, build_roi_pooler
+from detkit.modeling.poolers.roi_pool import ROIAlign, ROIPool, SingleMapROIPooler
 
-__all__ = ["ROI_POOLER_REGISTRY", "ROIPooler", "build_roi_pooler"]
+__all__ = [
+    "ROIAlign",
+    "ROIPool",
+    "ROIPooler",
+    "ROI_POOLER_REGISTRY",
+    "SingleMapROIPooler",
+    "build_roi_pooler",
+]

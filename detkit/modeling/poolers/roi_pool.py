@@ -1,0 +1,160 @@
+"""RoI max pooling (Fast R-CNN) and RoIAlign on one feature map, via torchvision.ops."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+from torch import Tensor
+from torchvision.ops import roi_align, roi_pool
+
+from detkit.layers import ShapeSpec
+from detkit.modeling.poolers.build import ROI_POOLER_REGISTRY, ROIPooler
+from detkit.structures import Boxes
+
+__all__ = ["ROIAlign", "ROIPool", "SingleMapROIPooler"]
+
+
+class SingleMapROIPooler(ROIPooler):
+    """Shared part of the poolers that read one feature map (the paper's conv5_3).
+
+    Args:
+        output_size: P, bins per side of the pooled feature (7 for VGG16).
+        spatial_scale: feature cells per input pixel, 1 / stride (1/16 for VGG16).
+        in_channels: C, channels of the feature map.
+    """
+
+    def __init__(self, *, output_size: int, spatial_scale: float, in_channels: int):
+        super().__init__()
+        if output_size <= 0 or spatial_scale <= 0:
+            raise ValueError(
+                f"{type(self).__name__} needs output_size > 0 and spatial_scale > 0; got "
+                f"{output_size} and {spatial_scale} (POOLER.RESOLUTION and the map's stride)."
+            )
+        self.output_size = int(output_size)
+        self.spatial_scale = float(spatial_scale)
+        self.in_channels = int(in_channels)
+
+    @classmethod
+    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+        if not input_shape or len(input_shape) != 1:
+            count = len(input_shape) if input_shape else 0
+            raise ValueError(
+                f"{cls.__name__} pools from exactly one feature map, but was built for "
+                f"{count} ({input_shape!r}). List one map in MODEL.ROI_HEADS.IN_FEATURES, or "
+                "register a multi-level pooler for several maps."
+            )
+        shape = input_shape[0]
+        if shape.stride is None or shape.channels is None:
+            raise ValueError(
+                f"{cls.__name__} needs the stride and channels of its feature map; got {shape}."
+            )
+        return {
+            "output_size": int(node.RESOLUTION),
+            "spatial_scale": 1.0 / shape.stride,
+            "in_channels": int(shape.channels),
+        }
+
+    def output_shape(self) -> ShapeSpec:
+        return ShapeSpec(channels=self.in_channels, height=self.output_size, width=self.output_size)
+
+    @abstractmethod
+    def _pool(self, feature: Tensor, rois: list[Tensor]) -> Tensor:
+        """``Tensor[B, C, H, W]`` and per-image ``Tensor[R_i, 4]`` -> ``Tensor[R, C, P, P]``."""
+
+    def forward(self, features: list[Tensor], boxes: list[Boxes]) -> Tensor:
+        """Pool a ``P x P`` feature for every box of every image.
+
+        Args:
+            features: one ``Tensor[B, C, H, W]``, in a list.
+            boxes: B ``Boxes``, XYXY in input pixels, one per image of the batch.
+
+        Returns:
+            ``Tensor[R, C, P, P]``: R = total boxes, image 0's boxes first, each image's in
+            their given order; ``[0, C, P, P]`` when there are no boxes.
+        """
+        if len(features) != 1:
+            raise ValueError(
+                f"{type(self).__name__} pools from exactly one feature map; got {len(features)}."
+            )
+        feature = features[0]
+        if feature.shape[0] != len(boxes):
+            raise ValueError(
+                f"{type(self).__name__} got a batch of {feature.shape[0]} feature maps but "
+                f"{len(boxes)} Boxes; pass one Boxes per image (possibly empty)."
+            )
+        if feature.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} was built for {self.in_channels} channels but the "
+                f"feature map has {feature.shape[1]}."
+            )
+        # torchvision turns the per-image list into [K, 5] rois with the batch index.
+        rois = [b.tensor.to(dtype=feature.dtype) for b in boxes]
+        return self._pool(feature, rois)
+
+
+@ROI_POOLER_REGISTRY.register()
+class ROIPool(SingleMapROIPooler):
+    """Fast R-CNN RoI max pooling: box edges rounded to the feature grid, max per bin.
+
+    torchvision's ``roi_pool`` follows the Caffe layer of the released code (a box covers
+    feature cells ``round(x1 * scale) .. round(x2 * scale)`` inclusive).
+    """
+
+    def _pool(self, feature: Tensor, rois: list[Tensor]) -> Tensor:
+        return roi_pool(feature, rois, self.output_size, self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+
+
+@ROI_POOLER_REGISTRY.register()
+class ROIAlign(SingleMapROIPooler):
+    """RoIAlign (Mask R-CNN): bilinear samples averaged per bin, no rounding.
+
+    Args:
+        output_size: P, bins per side.
+        spatial_scale: 1 / stride.
+        in_channels: C.
+        sampling_ratio: samples per bin side; 0 = adaptive (ceil(box size / P)).
+        aligned: shift boxes by half a pixel so that pixel centres are at .5 (the corrected
+            RoIAlign); False reproduces the original.
+    """
+
+    def __init__(
+        self,
+        *,
+        output_size: int,
+        spatial_scale: float,
+        in_channels: int,
+        sampling_ratio: int = 0,
+        aligned: bool = True,
+    ):
+        super().__init__(
+            output_size=output_size, spatial_scale=spatial_scale, in_channels=in_channels
+        )
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+
+    @classmethod
+    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+        return {
+            **super().from_config(cfg, node, input_shape),
+            "sampling_ratio": int(node.SAMPLING_RATIO),
+            "aligned": bool(node.ALIGNED),
+        }
+
+    def _pool(self, feature: Tensor, rois: list[Tensor]) -> Tensor:
+        return roi_align(
+            feature,
+            rois,
+            self.output_size,
+            self.spatial_scale,
+            sampling_ratio=self.sampling_ratio,
+            aligned=self.aligned,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )

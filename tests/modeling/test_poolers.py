@@ -1,0 +1,115 @@
+"""RoI poolers: hand-computed bins, agreement with whole-map pooling, image order, shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detkit.config import get_cfg
+from detkit.layers import ShapeSpec
+from detkit.modeling.poolers import ROIAlign, ROIPool, build_roi_pooler
+from detkit.structures import Boxes
+
+
+def boxes(*rows: list[float]) -> Boxes:
+    return Boxes(torch.tensor(rows, dtype=torch.float32).reshape(-1, 4))
+
+
+def test_roi_pool_hand_computed_2x2():
+    feature = torch.arange(16.0).reshape(1, 1, 4, 4)
+    pooler = ROIPool(output_size=2, spatial_scale=1.0, in_channels=1)
+    out = pooler([feature], [boxes([0, 0, 3, 3])])  # cells 0..3 inclusive: 2x2 bins of 2x2
+    assert out.tolist() == [[[[5.0, 7.0], [13.0, 15.0]]]]  # max of each quadrant
+    out = pooler([feature], [boxes([2, 0, 3, 1])])  # the top-right 2x2 block, one cell per bin
+    assert out.tolist() == [[[[2.0, 3.0], [6.0, 7.0]]]]
+
+
+def test_roi_pool_of_whole_map_is_adaptive_max_pool_with_stride_16():
+    generator = torch.Generator().manual_seed(0)
+    feature = torch.randn(1, 3, 6, 6, generator=generator)
+    pooler = ROIPool(output_size=3, spatial_scale=1 / 16, in_channels=3)
+    # Box edges rounded to the grid: round(80 / 16) = 5, so the box covers cells 0..5.
+    out = pooler([feature], [boxes([0, 0, 80, 80])])
+    torch.testing.assert_close(out, F.adaptive_max_pool2d(feature, 3))
+
+
+@pytest.mark.parametrize("sampling_ratio", [1, 2])
+def test_roi_align_aligned_on_pixel_blocks_is_average_pool(sampling_ratio):
+    # With aligned=True pixel i covers [i, i + 1): a box (0, 0, 4, 4) has 2x2 bins of 2x2
+    # pixels. One sample at a bin centre interpolates its 4 pixels equally; two samples per
+    # side fall on pixel centres. Either way each bin is the mean of its 4 pixels.
+    generator = torch.Generator().manual_seed(1)
+    feature = torch.randn(1, 2, 4, 4, generator=generator)
+    pooler = ROIAlign(
+        output_size=2, spatial_scale=1.0, in_channels=2, sampling_ratio=sampling_ratio, aligned=True
+    )
+    out = pooler([feature], [boxes([0, 0, 4, 4])])
+    torch.testing.assert_close(out, F.avg_pool2d(feature, 2))
+
+
+def test_roi_align_unaligned_differs_by_half_pixel():
+    # Bilinear of a linear ramp f(x) = x is exact: without the half-pixel shift, the single
+    # sample of bin 0 of box (0, 0, 4, 4) is at x = 1 (f = 1); with it, at x = 0.5.
+    feature = torch.arange(4.0).repeat(4, 1).reshape(1, 1, 4, 4)
+    kwargs = dict(output_size=2, spatial_scale=1.0, in_channels=1, sampling_ratio=1)
+    unaligned = ROIAlign(aligned=False, **kwargs)([feature], [boxes([0, 0, 4, 4])])
+    aligned = ROIAlign(aligned=True, **kwargs)([feature], [boxes([0, 0, 4, 4])])
+    assert unaligned[0, 0, 0].tolist() == [1.0, 3.0]
+    assert aligned[0, 0, 0].tolist() == [0.5, 2.5]
+
+
+@pytest.mark.parametrize("pooler_cls", [ROIPool, ROIAlign])
+def test_rois_come_out_in_image_order_from_their_own_image(pooler_cls):
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(3, 2, 8, 8, generator=generator)
+    pooler = pooler_cls(output_size=2, spatial_scale=0.5, in_channels=2)
+    per_image = [boxes([0, 0, 7, 7], [4, 2, 15, 9]), boxes(), boxes([2, 2, 13, 13])]
+    out = pooler([features], per_image)
+    assert out.shape == (3, 2, 2, 2)
+    # Oracle: pool each image alone (batch of one) and stack in image order.
+    singles = [pooler([features[i : i + 1]], [b]) for i, b in enumerate(per_image) if len(b) > 0]
+    torch.testing.assert_close(out, torch.cat(singles))
+    assert not torch.allclose(out[2], pooler([features[:1]], [per_image[2]])[0])
+
+
+@pytest.mark.parametrize("pooler_cls", [ROIPool, ROIAlign])
+def test_empty_boxes(pooler_cls):
+    pooler = pooler_cls(output_size=7, spatial_scale=1 / 16, in_channels=3)
+    out = pooler([torch.zeros(2, 3, 5, 5)], [boxes(), boxes()])
+    assert out.shape == (0, 3, 7, 7)
+    assert pooler.output_shape() == ShapeSpec(channels=3, height=7, width=7)
+
+
+def test_forward_errors():
+    pooler = ROIPool(output_size=2, spatial_scale=1.0, in_channels=3)
+    with pytest.raises(ValueError, match="exactly one feature map"):
+        pooler([torch.zeros(1, 3, 4, 4)] * 2, [boxes()])
+    with pytest.raises(ValueError, match="one Boxes per image"):
+        pooler([torch.zeros(2, 3, 4, 4)], [boxes()])
+    with pytest.raises(ValueError, match="3 channels"):
+        pooler([torch.zeros(1, 4, 4, 4)], [boxes()])
+
+
+def test_build_with_two_maps_is_an_error():
+    cfg = get_cfg()
+    shapes = [ShapeSpec(channels=4, stride=8), ShapeSpec(channels=4, stride=16)]
+    with pytest.raises(ValueError, match="exactly one feature map"):
+        build_roi_pooler(cfg, input_shape=shapes)
+
+
+@pytest.mark.parametrize("name", ["ROIPool", "ROIAlign"])
+def test_build_from_config(name):
+    cfg = get_cfg()
+    node = cfg.MODEL.ROI_HEADS.POOLER
+    node.NAME = name
+    node.SAMPLING_RATIO = 2
+    node.ALIGNED = False
+    pooler = build_roi_pooler(cfg, node, input_shape=[ShapeSpec(channels=5, stride=16)])
+    assert type(pooler).__name__ == name
+    assert pooler.output_size == node.RESOLUTION == 7
+    assert pooler.spatial_scale == 1 / 16
+    assert pooler.in_channels == 5
+    assert pooler.output_shape() == ShapeSpec(channels=5, height=7, width=7)
+    if name == "ROIAlign":
+        assert pooler.sampling_ratio == 2 and pooler.aligned is False

@@ -1,0 +1,186 @@
+"""RPN: anchor labelling, the loss of Eq. 1 under both normalizations, proposal order."""
+
+import math
+
+import pytest
+import torch
+
+from detkit.config import get_cfg
+from detkit.layers import ShapeSpec
+from detkit.modeling.anchor_generator.default import DefaultAnchorGenerator
+from detkit.modeling.box_coder.delta_xywh import DeltaXYWHBoxCoder
+from detkit.modeling.matcher.iou_matcher import IoUMatcher
+from detkit.modeling.proposal_generator import RPN, StandardRPNHead, build_proposal_generator
+from detkit.modeling.proposal_generator.proposals import find_top_proposals
+from detkit.modeling.sampler.balanced import BalancedPositiveNegativeSampler
+from detkit.structures import Boxes, ImageList, Instances
+
+
+def make_rpn(**overrides) -> RPN:
+    kwargs = dict(
+        in_features=["f"],
+        head=StandardRPNHead(in_channels=4, num_anchors=1),
+        anchor_generator=DefaultAnchorGenerator(sizes=[16], aspect_ratios=[1.0], strides=[16]),
+        anchor_matcher=IoUMatcher(
+            thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True
+        ),
+        sampler=BalancedPositiveNegativeSampler(
+            batch_size_per_image=256, positive_fraction=0.5, seed=0
+        ),
+        box_coder=DeltaXYWHBoxCoder(weights=(1.0, 1.0, 1.0, 1.0)),
+        boundary_threshold=-1,
+    )
+    kwargs.update(overrides)
+    return RPN(**kwargs)
+
+
+def hand_example():
+    # Two anchors: one positive with target offset (1, 1) px on a 10-px box, one negative.
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    pred_logits = torch.zeros(1, 2)
+    pred_deltas = torch.zeros(1, 2, 4)
+    labels = torch.tensor([[1, 0]], dtype=torch.int8)
+    targets = torch.tensor([[[1.0, 1.0, 11.0, 11.0], [0.0, 0.0, 0.0, 0.0]]])
+    return anchors, pred_logits, pred_deltas, labels, targets
+
+
+def test_loss_released_code_normalization_by_hand():
+    rpn = make_rpn(loss_normalization="sampled", loss_weight_loc=1.0, smooth_l1_beta=1 / 9)
+    losses = rpn.losses(*hand_example(), num_locations=4)
+    # Cls: two sampled anchors with logit 0 -> BCE log(2) each, averaged over 2 -> log 2.
+    assert losses["loss_rpn_cls"].item() == pytest.approx(math.log(2))
+    # Loc: targets (0.1, 0.1, 0, 0); |0.1| < beta = 1/9 -> 0.5 * 0.01 / beta = 0.045 each;
+    # sum 0.09 over the positive, divided by the 2 sampled anchors.
+    assert losses["loss_rpn_loc"].item() == pytest.approx(0.09 / 2)
+
+
+def test_loss_paper_normalization_by_hand():
+    rpn = make_rpn(loss_normalization="paper", loss_weight_loc=10.0, smooth_l1_beta=1 / 9)
+    losses = rpn.losses(*hand_example(), num_locations=4)
+    # Eq. 1: N_cls = 256 (mini-batch size), N_reg = 4 anchor locations, lambda = 10.
+    assert losses["loss_rpn_cls"].item() == pytest.approx(2 * math.log(2) / 256)
+    assert losses["loss_rpn_loc"].item() == pytest.approx(10 * 0.09 / 4)
+
+
+def test_loss_beta_zero_is_l1():
+    rpn = make_rpn(smooth_l1_beta=0.0)
+    losses = rpn.losses(*hand_example(), num_locations=4)
+    assert losses["loss_rpn_loc"].item() == pytest.approx((0.1 + 0.1) / 2)
+
+
+def test_unknown_normalization_names_the_key():
+    with pytest.raises(ValueError, match="MODEL.RPN.LOSS_NORMALIZATION"):
+        make_rpn(loss_normalization="mean")
+
+
+def test_anchor_labels_follow_iou_and_best_anchor_rule():
+    # 64x64 image, stride 16, one 16-px anchor per cell -> 16 anchors at (16j, 16i) corners.
+    rpn = make_rpn()
+    anchors = torch.cat(rpn.anchor_generator([torch.zeros(1, 4, 4, 4)]))
+    gt = Instances((64, 64), gt_boxes=Boxes(torch.tensor([[16.0, 16.0, 32.0, 32.0],
+                                                           [2.0, 40.0, 12.0, 50.0]])))
+    labels, targets = rpn.label_and_sample_anchors(anchors, [(64, 64)], [gt])
+    labels = labels[0]
+    # Anchor i * 4 + j is [16j - 8, 16i - 8, 16j + 8, 16i + 8]. Anchor 5 is [8, 8, 24, 24]:
+    # IoU with gt 0 = 64 / 448 < 0.3, and so are anchors 6, 9 and 10: no anchor reaches 0.7,
+    # so the best-anchor rule makes those 4 tied best anchors positive.
+    positives = set(torch.nonzero(labels == 1).flatten().tolist())
+    assert {5, 6, 9, 10} <= positives
+    # gt 1 [2, 40, 12, 50]: best anchor is 12, [-8, 40, 8, 56], IoU 60 / 296; its neighbour
+    # 13, [8, 40, 24, 56], has IoU 40 / 316: no tie.
+    assert 12 in positives
+    assert positives == {5, 6, 9, 10, 12}
+    # Everything else overlaps less than 0.3 -> negative, and all are sampled (16 < 256).
+    assert int((labels == 0).sum()) == 16 - len(positives)
+    assert torch.equal(targets[0, 12], torch.tensor([2.0, 40.0, 12.0, 50.0]))
+
+
+def test_straddling_anchors_are_ignored_and_never_best():
+    # Paper 3.1.3: with BOUNDARY_THRESH 0, anchors crossing the border are not labelled.
+    rpn = make_rpn(boundary_threshold=0)
+    anchors = torch.cat(rpn.anchor_generator([torch.zeros(1, 4, 4, 4)]))
+    gt = Instances((64, 64), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]])))
+    labels = rpn.label_and_sample_anchors(anchors, [(64, 64)], [gt])[0][0]
+    inside = (anchors[:, :2] >= 0).all(1) & (anchors[:, 2:] <= 64).all(1)
+    assert torch.all(labels[~inside] == -1)
+    # The best anchor overall is [-8, -8, 8, 8] (outside); the best inside one, [8, 8, 24, 24],
+    # overlaps the box by 4 px^2 (IoU 4 / 352) and becomes positive through the rule.
+    assert torch.nonzero(labels == 1).flatten().tolist() == [5]
+
+
+def test_image_without_ground_truth_has_only_negatives():
+    rpn = make_rpn()
+    anchors = torch.cat(rpn.anchor_generator([torch.zeros(1, 4, 4, 4)]))
+    gt = Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4)))
+    labels, _ = rpn.label_and_sample_anchors(anchors, [(64, 64)], [gt])
+    assert torch.all(labels == 0)
+
+
+def test_proposals_decode_clip_min_size_topk_nms_topk():
+    coder = DeltaXYWHBoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    anchors = torch.tensor(
+        [
+            [0.0, 0.0, 40.0, 40.0],  # score 5, kept
+            [1.0, 1.0, 41.0, 41.0],  # score 4, IoU 0.9 with the first: removed by NMS
+            [50.0, 50.0, 60.0, 60.0],  # score 9, 10 px: under 2 x 8 = 16 px at this scale
+            [-20.0, 60.0, 30.0, 99.0],  # score 3, clipped to [0, 60, 30, 80]: kept
+            [60.0, 0.0, 99.0, 30.0],  # score 1, clipped to [60, 0, 80, 30]: cut by pre-topk
+        ]
+    )
+    logits = torch.tensor([[5.0, 4.0, 9.0, 3.0, 1.0]])
+    out = find_top_proposals(
+        anchors, logits, torch.zeros(1, 5, 4), coder, [(80, 80)], [2.0],
+        pre_nms_topk=3, post_nms_topk=10, nms_thresh=0.7, min_size=8.0,
+    )[0]
+    assert out.objectness_logits.tolist() == [5.0, 3.0]
+    assert torch.equal(
+        out.proposal_boxes.tensor, torch.tensor([[0.0, 0.0, 40.0, 40.0], [0.0, 60.0, 30.0, 80.0]])
+    )
+    # post-NMS top-N keeps the best one only.
+    out = find_top_proposals(
+        anchors, logits, torch.zeros(1, 5, 4), coder, [(80, 80)], [2.0],
+        pre_nms_topk=3, post_nms_topk=1, nms_thresh=0.7, min_size=8.0,
+    )[0]
+    assert out.objectness_logits.tolist() == [5.0]
+
+
+def test_softmax_objectness_equals_logit_difference():
+    torch.manual_seed(0)
+    head = StandardRPNHead(in_channels=4, num_anchors=3, objectness="softmax")
+    x = torch.randn(2, 4, 5, 6)
+    logits, deltas = head([x])
+    raw = head.objectness_logits(torch.relu(head.conv(x)))
+    # Softmax over (background, object) == sigmoid(object - background).
+    probs = torch.softmax(torch.stack([raw[:, :3], raw[:, 3:]]), dim=0)[1]
+    assert torch.allclose(torch.sigmoid(logits[0]), probs, atol=1e-6)
+    assert logits[0].shape == (2, 3, 5, 6) and deltas[0].shape == (2, 12, 5, 6)
+
+
+def test_head_channels_follow_anchor_count_from_config():
+    cfg = get_cfg()
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [32, 64, 128, 256]  # 4 sizes x 3 ratios = 12 anchors
+    rpn = build_proposal_generator(cfg, input_shape={"conv5_3": ShapeSpec(channels=8, stride=16)})
+    assert rpn.head.objectness_logits.out_channels == 12
+    assert rpn.head.anchor_deltas.out_channels == 48
+
+
+def test_forward_training_and_inference_counts():
+    torch.manual_seed(0)
+    rpn = make_rpn(pre_nms_topk=(10, 6), post_nms_topk=(5, 3), min_size=0.0)
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (48, 64)])
+    features = {"f": torch.randn(2, 4, 4, 4)}
+    gt = [
+        Instances((64, 64), gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 40.0, 40.0]]))),
+        Instances((48, 64), gt_boxes=Boxes(torch.zeros(0, 4))),
+    ]
+    rpn.train()
+    proposals, losses = rpn(images, features, gt)
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert [len(p) <= 5 for p in proposals] == [True, True]
+    assert not proposals[0].proposal_boxes.tensor.requires_grad
+    rpn.eval()
+    proposals, losses = rpn(images, features)
+    assert losses == {} and all(len(p) <= 3 for p in proposals)
+    # Clipped to each image's own size.
+    assert proposals[1].proposal_boxes.tensor[:, 3].max() <= 48
