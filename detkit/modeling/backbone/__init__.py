@@ -1,5 +1,19 @@
 """Backbones: shared convolutional feature extractors."""
 
 from detkit.modeling.backbone.build import BACKBONE_REGISTRY, Backbone, build_backbone
+from detkit.modeling.backbone.resnet import ResNetC4, build_torchvision_resnet
+from detkit.modeling.backbone.tiny import TinyBackbone
+from detkit.modeling.backbone.vgg import VGG16, VGG16_CLASSIFIER_TO_BOX_HEAD
+from detkit.modeling.backbone.zf import ZF
 
-__all__ = ["BACKBONE_REGISTRY", "Backbone", "build_backbone"]
+__all__ = [
+    "BACKBONE_REGISTRY",
+    "Backbone",
+    "build_backbone",
+    "ResNetC4",
+    "build_torchvision_resnet",
+    "TinyBackbone",
+    "VGG16",
+    "VGG16_CLASSIFIER_TO_BOX_HEAD",
+    "ZF",
+]

@@ -66,12 +66,15 @@ class FastRCNNOutputLayers(nn.Module):
             (classification loss ``[R]``, box loss ``[R]``, zero for background RoIs).
         """
         loss_cls = F.cross_entropy(scores, gt_classes, reduction="none")
-        foreground = (gt_classes >= 0) & (gt_classes < self.num_classes)
-        box_deltas = self.select_class_deltas(deltas, gt_classes.clamp(max=self.num_classes))
-        loss_box = smooth_l1_loss(
-            box_deltas, regression_targets, smooth_l1_beta, reduction="none"
+        foreground = torch.nonzero((gt_classes >= 0) & (gt_classes < self.num_classes))[:, 0]
+        # Only foreground rows enter the box loss: background targets may be meaningless
+        # (e.g. encoded from a placeholder box) and must not reach the sum, even as 0 * inf.
+        box_deltas = self.select_class_deltas(deltas[foreground], gt_classes[foreground])
+        loss_box = torch.zeros_like(loss_cls)
+        loss_box[foreground] = smooth_l1_loss(
+            box_deltas, regression_targets[foreground], smooth_l1_beta, reduction="none"
         ).sum(dim=1)
-        return loss_cls, loss_box * foreground.to(loss_box.dtype)
+        return loss_cls, loss_box
 
     def losses(
         self,
@@ -97,7 +100,7 @@ class FastRCNNOutputLayers(nn.Module):
         if self.cls_agnostic_bbox_reg:
             return deltas
         rows = torch.arange(deltas.shape[0], device=deltas.device)
-        return deltas.view(deltas.shape[0], -1, 4)[rows, classes]
+        return deltas.view(deltas.shape[0], self.num_classes + 1, 4)[rows, classes]
 
 
 def fast_rcnn_inference_single_image(

@@ -173,8 +173,9 @@ class StandardROIHeads(nn.Module):
                 gt_classes = gt.gt_classes.to(matches.device)[matches].long()
                 matched = gt_boxes.tensor[matches]
             else:
+                # No object: every RoI is background; it is its own (unused) box target.
                 gt_classes = torch.full_like(matches, self.num_classes)
-                matched = torch.zeros_like(boxes.tensor)
+                matched = boxes.tensor.clone()
             gt_classes[labels == 0] = self.num_classes
             gt_classes[labels == -1] = -1
             labelled.append(

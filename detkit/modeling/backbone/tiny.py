@@ -1,0 +1,121 @@
+"""A small stride-16 backbone that trains from scratch on a CPU (the quickstart's)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from detkit.layers import ShapeSpec, freeze_module, get_norm
+from detkit.modeling.backbone.build import BACKBONE_REGISTRY, Backbone
+
+__all__ = ["ConvNormReLU", "TinyBackbone"]
+
+
+class ConvNormReLU(nn.Module):
+    """3x3 conv (padding 1) + optional normalization + ReLU.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: conv stride (2 halves the resolution, rounding up).
+        norm: a :func:`detkit.layers.get_norm` name; ``""`` gives the conv a bias instead.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, norm: str = ""):
+        super().__init__()
+        self.norm = get_norm(norm, out_channels)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, 3, stride=stride, padding=1, bias=self.norm is None
+        )
+        # He initialization (Kaiming): keeps activations' scale through ReLUs from scratch.
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``Tensor[N, C_in, H, W]`` -> ``Tensor[N, C_out, ceil(H / stride), ceil(W / stride)]``."""
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return F.relu(x)
+
+
+@BACKBONE_REGISTRY.register()
+class TinyBackbone(Backbone):
+    """Four stride-2 stages of small 3x3 convs: one map ``"stage4"`` at stride 16.
+
+    Stage i (submodule ``stage{i}``) is a 3x3 stride-2 :class:`ConvNormReLU` to
+    ``channels[i - 1]`` channels, then ``blocks_per_stage`` stride-1 ones (no residuals).
+    An ``H x W`` image gives a ``ceil(H / 16) x ceil(W / 16)`` map, like VGG16, so anchors
+    and RoI pooling at scale 1/16 work unchanged.
+
+    Args:
+        in_channels: image channels (3).
+        channels: output channels of the four stages, e.g. ``[32, 64, 128, 256]``.
+        blocks_per_stage: extra stride-1 blocks after each stage's strided conv (>= 0).
+        norm: ``""`` (conv bias, no normalization), ``"BN"``, ``"FrozenBN"`` or ``"GN"``.
+        freeze_at: number of stages frozen from the input, 0 to 4.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        blocks_per_stage: int = 1,
+        norm: str = "",
+        freeze_at: int = 0,
+    ):
+        super().__init__()
+        channels = list(channels)
+        if len(channels) != 4 or min(channels) < 1:
+            raise ValueError(
+                "TinyBackbone needs 4 positive stage widths (config key MODEL.TINY.CHANNELS), "
+                f"got {channels}."
+            )
+        if blocks_per_stage < 0:
+            raise ValueError(
+                f"MODEL.TINY.BLOCKS_PER_STAGE must be >= 0, got {blocks_per_stage}."
+            )
+        if not 0 <= freeze_at <= 4:
+            raise ValueError(
+                "TinyBackbone has 4 stages; freeze_at must be in [0, 4], got "
+                f"{freeze_at} (config key MODEL.BACKBONE.FREEZE_AT)."
+            )
+        self.freeze_at = freeze_at
+        self._out_channels = channels[-1]
+        previous = in_channels
+        for index, width in enumerate(channels, start=1):
+            blocks = [ConvNormReLU(previous, width, stride=2, norm=norm)]
+            blocks += [ConvNormReLU(width, width, norm=norm) for _ in range(blocks_per_stage)]
+            stage = nn.Sequential(*blocks)
+            if index <= freeze_at:
+                stage = freeze_module(stage)
+            self.add_module(f"stage{index}", stage)
+            previous = width
+
+    @classmethod
+    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+        channels = input_shape.channels if input_shape is not None else None
+        return {
+            "in_channels": channels or 3,
+            "channels": list(cfg.MODEL.TINY.CHANNELS),
+            "blocks_per_stage": cfg.MODEL.TINY.BLOCKS_PER_STAGE,
+            "norm": node.NORM,
+            "freeze_at": node.FREEZE_AT,
+        }
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """``images: Tensor[B, C, H, W]`` -> ``{"stage4": Tensor[B, channels[3], H', W']}``.
+
+        ``H' = ceil(H / 16)``, ``W' = ceil(W / 16)``.
+        """
+        x = images
+        for index in range(1, 5):
+            x = getattr(self, f"stage{index}")(x)
+        return {"stage4": x}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {"stage4": ShapeSpec(channels=self._out_channels, stride=16)}

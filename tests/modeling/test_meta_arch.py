@@ -1,0 +1,85 @@
+"""Every model config: one training step and one inference pass on the CPU, random weights."""
+
+import glob
+import os
+
+import pytest
+import torch
+
+from detkit.config import get_cfg
+from detkit.modeling import build_model
+from detkit.structures import Boxes, Instances
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL_CONFIGS = sorted(
+    os.path.relpath(p, ROOT)
+    for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml"))
+    if not os.path.basename(p).startswith("Base-")
+)
+
+
+def batch(num_classes: int):
+    """Two images of different sizes, resized by 0.5 from their originals; one has no object."""
+    g = torch.Generator().manual_seed(0)
+    first = {
+        "image": torch.rand(3, 96, 128, generator=g) * 255,
+        "height": 192, "width": 256, "image_id": "a",
+        "instances": Instances(
+            (96, 128),
+            gt_boxes=Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 120.0, 90.0]])),
+            gt_classes=torch.tensor([0, num_classes - 1]),
+        ),
+    }
+    second = {
+        "image": torch.rand(3, 80, 112, generator=g) * 255,
+        "height": 160, "width": 224, "image_id": "b",
+        "instances": Instances(
+            (80, 112), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0).long()
+        ),
+    }
+    return [first, second]
+
+
+def test_model_configs_are_found():
+    assert {"configs/faster_rcnn_vgg16.yaml", "configs/faster_rcnn_zf.yaml",
+            "configs/faster_rcnn_r50_c4.yaml", "configs/rpn_vgg16.yaml"} <= set(MODEL_CONFIGS)
+
+
+@pytest.mark.parametrize("config_file", MODEL_CONFIGS)
+def test_one_training_step_and_inference(config_file):
+    torch.manual_seed(0)
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, config_file))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    inputs = batch(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    model.train()
+    losses = model(inputs)
+    expected = {"loss_rpn_cls", "loss_rpn_loc"}
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        expected |= {"loss_cls", "loss_box_reg"}
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9)
+    sum(losses.values()).backward()
+    optimizer.step()
+    # The RPN's new layers always train; frozen backbone layers get no gradient.
+    assert model.proposal_generator.head.conv.weight.grad is not None
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(inputs)
+    assert len(outputs) == 2
+    for out, x in zip(outputs, inputs):
+        key = "instances" if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" else "proposals"
+        result = out[key]
+        # Results are in original image coordinates (twice the input size here).
+        assert result.image_size == (x["height"], x["width"])
+        boxes = (result.pred_boxes if key == "instances" else result.proposal_boxes).tensor
+        if len(boxes):
+            assert boxes[:, 2].max() <= x["width"] and boxes[:, 3].max() <= x["height"]
+            assert boxes.min() >= 0
+        if key == "instances":
+            assert result.scores.shape == result.pred_classes.shape == (len(result),)
+            assert torch.all(result.pred_classes < cfg.MODEL.ROI_HEADS.NUM_CLASSES)

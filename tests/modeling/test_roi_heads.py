@@ -1,0 +1,120 @@
+"""ROI heads: proposal sampling (fractions, thresholds, appended ground truth), losses and
+inference (score threshold, per-class NMS, top-k)."""
+
+import math
+
+import pytest
+import torch
+
+from detkit.config import get_cfg
+from detkit.layers import ShapeSpec
+from detkit.modeling.roi_heads import build_roi_heads
+from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
+
+
+def small_roi_heads(**cfg_overrides):
+    cfg = get_cfg()
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["f"]
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 2
+    cfg.MODEL.ROI_BOX_HEAD.NAME = "ConvFCHead"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 16
+    cfg.MODEL.ROI_BOX_HEAD.DROPOUT = 0.0
+    cfg.merge_from_list([x for kv in cfg_overrides.items() for x in kv])
+    return build_roi_heads(cfg, input_shape={"f": ShapeSpec(channels=8, stride=16)})
+
+
+def random_proposals(n, size=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * (size - 40)
+    wh = torch.rand(n, 2, generator=g) * 60 + 8
+    return Boxes(torch.cat([xy, xy + wh], dim=1))
+
+
+def test_sampling_fractions_and_thresholds():
+    torch.manual_seed(0)
+    heads = small_roi_heads()
+    gt_boxes = torch.tensor([[20.0, 20.0, 80.0, 90.0], [120.0, 100.0, 200.0, 160.0]])
+    gt = Instances((256, 256), gt_boxes=Boxes(gt_boxes), gt_classes=torch.tensor([0, 1]))
+    # Many near-copies of the gt boxes (foreground) plus random boxes (mostly background).
+    jitter = torch.randn(200, 4) * 3
+    near = gt_boxes.repeat(100, 1) + jitter
+    props = Boxes.cat([Boxes(near), random_proposals(400)])
+    proposals = [Instances((256, 256), proposal_boxes=props)]
+    maps = [torch.randn(1, 8, 16, 16)]
+    sampled = heads.label_and_sample_proposals(maps, proposals, [gt])[0]
+    assert len(sampled) == 128  # MODEL.ROI_HEADS.SAMPLER.BATCH_SIZE_PER_IMAGE
+    fg = sampled.gt_classes < 2
+    assert int(fg.sum()) == 32  # 25% of 128: there are more than 32 foreground candidates
+    iou = pairwise_iou(sampled.proposal_boxes, Boxes(gt_boxes)).max(dim=1).values
+    assert torch.all(iou[fg] >= 0.5)
+    assert torch.all(iou[~fg] < 0.5) and torch.all(iou[~fg] >= 0.0)
+    # Each foreground RoI carries the class and box of the gt it overlaps most.
+    best = pairwise_iou(sampled.proposal_boxes, Boxes(gt_boxes)).argmax(dim=1)
+    assert torch.equal(sampled.gt_classes[fg], torch.tensor([0, 1])[best[fg]])
+    assert torch.equal(sampled.gt_boxes.tensor[fg], gt_boxes[best[fg]])
+
+
+def test_ground_truth_is_appended_and_background_lower_bound():
+    heads = small_roi_heads(**{"MODEL.ROI_HEADS.MATCHER.IOU_THRESHOLDS": [0.1, 0.5]})
+    gt = Instances((256, 256), gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 50.0]])),
+                   gt_classes=torch.tensor([1]))
+    # One far-away proposal (IoU 0: below the 0.1 lower bound -> ignored), one background.
+    props = Boxes(torch.tensor([[200.0, 200.0, 240.0, 240.0], [30.0, 10.0, 70.0, 50.0]]))
+    sampled = heads.label_and_sample_proposals(
+        [torch.zeros(1, 8, 16, 16)], [Instances((256, 256), proposal_boxes=props)], [gt]
+    )[0]
+    boxes = sampled.proposal_boxes.tensor.tolist()
+    assert [10.0, 10.0, 50.0, 50.0] in boxes  # the gt box itself, foreground
+    assert [30.0, 10.0, 70.0, 50.0] in boxes  # IoU 1/3: background
+    assert [200.0, 200.0, 240.0, 240.0] not in boxes  # IoU 0 < 0.1: ignored
+    assert sorted(sampled.gt_classes.tolist()) == [1, 2]
+
+
+def test_image_without_ground_truth_trains_on_background_only():
+    heads = small_roi_heads()
+    heads.train()
+    gt = Instances((256, 256), gt_boxes=Boxes(torch.zeros(0, 4)),
+                   gt_classes=torch.zeros(0, dtype=torch.long))
+    proposals = [Instances((256, 256), proposal_boxes=random_proposals(50))]
+    images = ImageList(torch.zeros(1, 3, 256, 256), [(256, 256)])
+    _, losses = heads(images, {"f": torch.randn(1, 8, 16, 16)}, proposals, [gt])
+    assert losses["loss_box_reg"].item() == 0.0
+    assert torch.isfinite(losses["loss_cls"])
+
+
+def test_losses_by_hand():
+    heads = small_roi_heads()
+    predictor = heads.box_predictor
+    scores = torch.zeros(2, 3)  # uniform over 3 classes -> CE log 3 each
+    deltas = torch.zeros(2, 12)
+    gt_classes = torch.tensor([1, 2])  # one foreground (class 1), one background
+    targets = torch.tensor([[0.5, 0.0, 0.0, 2.0], [9.0, 9.0, 9.0, 9.0]])
+    losses = predictor.losses(scores, deltas, gt_classes, targets, smooth_l1_beta=1.0)
+    assert losses["loss_cls"].item() == pytest.approx(math.log(3))
+    # Smooth L1 (beta 1): 0.5 * 0.5^2 + (2 - 0.5) = 1.625 on the foreground RoI; / 2 RoIs.
+    assert losses["loss_box_reg"].item() == pytest.approx(1.625 / 2)
+
+
+def test_inference_threshold_nms_and_topk():
+    heads = small_roi_heads(**{"MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE": 5})
+    heads.eval()
+    with torch.no_grad():
+        for p in heads.box_predictor.parameters():
+            p.zero_()
+        heads.box_predictor.cls_score.bias.copy_(torch.tensor([0.0, 3.0, 0.0]))
+    props = Boxes(torch.tensor([[0.0, 0.0, 20.0, 20.0], [1.0, 1.0, 21.0, 21.0],
+                                [40.0, 40.0, 60.0, 60.0]]))
+    proposals = [Instances((64, 64), proposal_boxes=props)]
+    images = ImageList(torch.zeros(1, 3, 64, 64), [(64, 64)])
+    det, losses = heads(images, {"f": torch.randn(1, 8, 4, 4)}, proposals)
+    det = det[0]
+    assert losses == {}
+    # Class 1 probability e^3 / (e^3 + 2) = 0.909; class 0: 1 / (e^3 + 2) = 0.045 < 0.05.
+    assert det.pred_classes.tolist() == [1, 1]
+    assert det.scores.tolist() == pytest.approx([math.exp(3) / (math.exp(3) + 2)] * 2)
+    # The first two proposals overlap with IoU 0.82 > 0.3: NMS keeps one of them.
+    kept = det.pred_boxes.tensor.tolist()
+    assert [40.0, 40.0, 60.0, 60.0] in kept
+    assert ([0.0, 0.0, 20.0, 20.0] in kept) != ([1.0, 1.0, 21.0, 21.0] in kept)
