@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/demo_quick.py
+	$(PY) tools/sanity_check.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

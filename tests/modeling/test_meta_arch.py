@@ -13,7 +13,7 @@ from detkit.structures import Boxes, Instances
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL_CONFIGS = sorted(
     os.path.relpath(p, ROOT)
-    for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml"))
+    for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)
     if not os.path.basename(p).startswith("Base-")
 )
 
@@ -42,7 +42,8 @@ def batch(num_classes: int):
 
 def test_model_configs_are_found():
     assert {"configs/faster_rcnn_vgg16.yaml", "configs/faster_rcnn_zf.yaml",
-            "configs/faster_rcnn_r50_c4.yaml", "configs/rpn_vgg16.yaml"} <= set(MODEL_CONFIGS)
+            "configs/faster_rcnn_r50_c4.yaml", "configs/rpn_vgg16.yaml",
+            "configs/quickstart/faster_rcnn_tiny.yaml"} <= set(MODEL_CONFIGS)
 
 
 @pytest.mark.parametrize("config_file", MODEL_CONFIGS)
