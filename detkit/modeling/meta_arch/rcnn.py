@@ -28,6 +28,16 @@ class _ImageBatchMixin:
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def _set_normalization(self, pixel_mean: list[float], pixel_std: list[float]) -> None:
+        if len(pixel_mean) != len(pixel_std):
+            raise ValueError(
+                f"MODEL.PIXEL_MEAN has {len(pixel_mean)} values but MODEL.PIXEL_STD has "
+                f"{len(pixel_std)}; give one of each per input channel."
+            )
+        # Not saved in checkpoints (persistent=False): they come from the config.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
     def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
         """Normalize each ``"image"`` and pad the batch (bottom/right, after normalization)."""
         images = []
@@ -105,8 +115,7 @@ class GeneralizedRCNN(_ImageBatchMixin, nn.Module):
         self.backbone = backbone
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self._set_normalization(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:
@@ -162,8 +171,7 @@ class ProposalNetwork(_ImageBatchMixin, nn.Module):
         super().__init__()
         self.backbone = backbone
         self.proposal_generator = proposal_generator
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self._set_normalization(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:
