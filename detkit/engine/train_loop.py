@@ -1,0 +1,147 @@
+"""The training loop: a trainer that runs hooks around each step, and the plain SGD step."""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABCMeta, abstractmethod
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from detkit.utils.events import EventStorage
+
+__all__ = ["HookBase", "SimpleTrainer", "TrainerBase"]
+
+logger = logging.getLogger("detkit")
+
+
+class HookBase:
+    """Runs code around training; ``self.trainer`` is set when registered.
+
+    Override any of ``before_train``, ``after_train``, ``before_step``, ``after_step``.
+    """
+
+    trainer: TrainerBase
+
+    def before_train(self) -> None:
+        """Called once before the first iteration."""
+
+    def after_train(self) -> None:
+        """Called once after the last iteration (also after an exception)."""
+
+    def before_step(self) -> None:
+        """Called before each iteration."""
+
+    def after_step(self) -> None:
+        """Called after each successful iteration."""
+
+
+class TrainerBase(metaclass=ABCMeta):
+    """Iterates ``run_step`` from ``start_iter`` to ``max_iter`` and calls the hooks.
+
+    ``self.iter`` is the iteration being run (0-based); after training it is ``max_iter - 1``.
+    """
+
+    def __init__(self) -> None:
+        self._hooks: list[HookBase] = []
+        self.iter = 0
+        self.start_iter = 0
+        self.max_iter = 0
+        self.storage = EventStorage(0)
+
+    def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
+        for hook in hooks:
+            if hook is not None:
+                hook.trainer = self
+                self._hooks.append(hook)
+
+    def train(self, start_iter: int, max_iter: int) -> None:
+        self.start_iter, self.max_iter = start_iter, max_iter
+        self.iter = start_iter
+        self.storage = EventStorage(start_iter)
+        logger.info(f"Starting training from iteration {start_iter} (of {max_iter})")
+        try:
+            for hook in self._hooks:
+                hook.before_train()
+            for self.iter in range(start_iter, max_iter):
+                self.storage.iter = self.iter
+                for hook in self._hooks:
+                    hook.before_step()
+                self.run_step()
+                for hook in self._hooks:
+                    hook.after_step()
+            # So that after_train hooks see the last iteration, not one past it.
+            self.iter = max(start_iter, max_iter - 1)
+        finally:
+            for hook in self._hooks:
+                hook.after_train()
+
+    @abstractmethod
+    def run_step(self) -> None:
+        """One iteration: typically a forward, a backward and an optimizer step."""
+
+
+class SimpleTrainer(TrainerBase):
+    """One update per iteration: ``iter_size`` batches forward and backward, then one SGD step.
+
+    Gradients of the ``iter_size`` batches are accumulated, each loss divided by
+    ``iter_size``, so an update equals one step on their union (released code: iter size 2).
+    A non-finite loss stops training with an error naming the iteration and every loss.
+
+    Args:
+        model: returns a dict of scalar losses in training mode.
+        data_loader: an iterable of batches (infinite for training).
+        optimizer: steps the model's parameters.
+        iter_size: batches accumulated per update.
+        clip_gradients: maximum total gradient norm; 0 disables clipping.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        iter_size: int = 1,
+        clip_gradients: float = 0.0,
+    ):
+        super().__init__()
+        if iter_size < 1:
+            raise ValueError(f"SOLVER.ITER_SIZE must be >= 1; got {iter_size}.")
+        self.model = model
+        self.data_loader = data_loader
+        self._data_iter = iter(data_loader)
+        self.optimizer = optimizer
+        self.iter_size = iter_size
+        self.clip_gradients = clip_gradients
+
+    def run_step(self) -> None:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        data_time = 0.0
+        summed: dict[str, float] = {}
+        for _ in range(self.iter_size):
+            start = time.perf_counter()
+            batch = next(self._data_iter)
+            data_time += time.perf_counter() - start
+            loss_dict = self.model(batch)
+            losses = sum(loss_dict.values())
+            values = {k: float(v.detach()) for k, v in loss_dict.items()}
+            if not torch.isfinite(losses):
+                raise FloatingPointError(
+                    f"Loss became infinite or NaN at iteration {self.iter}: {values}. "
+                    "Training stopped; the last checkpoint is unaffected. Usual causes: a "
+                    "learning rate too high for the batch size (lower SOLVER.BASE_LR or add "
+                    "SOLVER.WARMUP_ITERS), or broken boxes in the data."
+                )
+            (losses / self.iter_size).backward()
+            for k, v in values.items():
+                summed[k] = summed.get(k, 0.0) + v / self.iter_size
+        if self.clip_gradients > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.clip_gradients)
+            self.storage.put_scalar("grad_norm", float(norm))
+        self.optimizer.step()
+        self.storage.put_scalars(total_loss=sum(summed.values()), **summed)
+        self.storage.put_scalar("data_time", data_time)

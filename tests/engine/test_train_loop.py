@@ -1,0 +1,125 @@
+"""The train loop: hooks order, gradient accumulation, NaN detection, metric writers."""
+
+import pytest
+import torch
+from torch import nn
+
+from detkit.engine import HookBase, SimpleTrainer
+from detkit.engine.hooks import EvalHook, IterationTimer, PeriodicWriter
+from detkit.utils.curves import load_metrics
+from detkit.utils.events import EventStorage, JSONWriter
+
+
+class LinearLossModel(nn.Module):
+    """loss = mean((w x - y)^2) on a batch [(x, y), ...]: a closed-form gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1.0]))
+
+    def forward(self, batch):
+        x = torch.tensor([b[0] for b in batch])
+        y = torch.tensor([b[1] for b in batch])
+        return {"loss_mse": ((self.w * x - y) ** 2).mean()}
+
+
+def infinite(batches):
+    while True:
+        yield from batches
+
+
+def test_iter_size_two_equals_one_step_on_the_union():
+    # Two half-batches accumulated (each loss / 2) equal one step on the whole batch.
+    data = [[(1.0, 3.0)], [(2.0, 1.0)]]
+    model = LinearLossModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = SimpleTrainer(model, infinite(data), opt, iter_size=2)
+    trainer.train(0, 1)
+    # Whole batch: d/dw mean((w x - y)^2) at w = 1 = mean(2 x (x - y)) = (2*1*(-2) + 2*2*1) / 2 = 0.
+    assert model.w.item() == pytest.approx(1.0)
+    data = [[(1.0, 3.0)], [(1.0, 2.0)]]
+    model = LinearLossModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    SimpleTrainer(model, infinite(data), opt, iter_size=2).train(0, 1)
+    # Gradient = (2*(1-3) + 2*(1-2)) / 2 = -3 -> w = 1 + 0.3.
+    assert model.w.item() == pytest.approx(1.3)
+
+
+def test_nan_loss_stops_with_iteration_and_values():
+    class NaNAtThird(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(1.0))
+            self.calls = 0
+
+        def forward(self, batch):
+            self.calls += 1
+            bad = torch.tensor(float("nan")) if self.calls == 3 else torch.tensor(0.5)
+            return {"loss_a": self.w * 0 + bad, "loss_b": self.w * 0 + 0.25}
+
+    model = NaNAtThird()
+    trainer = SimpleTrainer(model, infinite([[0]]), torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(FloatingPointError) as excinfo:
+        trainer.train(5, 10)
+    msg = str(excinfo.value)
+    assert "iteration 7" in msg and "'loss_a': nan" in msg and "'loss_b': 0.25" in msg
+
+
+def test_hooks_run_in_order_and_after_train_runs_on_error():
+    calls = []
+
+    class Recorder(HookBase):
+        def before_train(self):
+            calls.append("before_train")
+
+        def before_step(self):
+            calls.append(f"before_{self.trainer.iter}")
+
+        def after_step(self):
+            calls.append(f"after_{self.trainer.iter}")
+
+        def after_train(self):
+            calls.append("after_train")
+
+    model = LinearLossModel()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    trainer = SimpleTrainer(model, infinite([[(1.0, 1.0)]]), opt)
+    trainer.register_hooks([Recorder()])
+    trainer.train(3, 5)
+    assert calls == ["before_train", "before_3", "after_3", "before_4", "after_4", "after_train"]
+    calls.clear()
+    trainer = SimpleTrainer(model, iter([]), torch.optim.SGD(model.parameters(), 0.1))
+    trainer.register_hooks([Recorder()])
+    with pytest.raises(StopIteration):
+        trainer.train(0, 2)
+    assert calls == ["before_train", "before_0", "after_train"]
+
+
+def test_metrics_json_has_losses_lr_time_and_eval(tmp_path):
+    model = LinearLossModel()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    trainer = SimpleTrainer(model, infinite([[(1.0, 2.0)]]), opt)
+    path = tmp_path / "metrics.json"
+    evals = iter([{"bbox": {"AP50": 10.0}}, {"bbox": {"AP50": 20.0}}])
+    writer = PeriodicWriter([JSONWriter(str(path))], 1)
+    trainer.register_hooks([IterationTimer(), EvalHook(2, lambda: next(evals)), writer])
+    trainer.train(0, 4)
+    lines = load_metrics(str(path))  # merges the lines of one iteration
+    assert [r["iteration"] for r in lines] == [0, 1, 2, 3]
+    assert all("loss_mse" in r and "time" in r and "train_time" in r for r in lines)
+    # Evaluation after iteration 1 (period 2) and after the last one.
+    assert lines[1]["bbox/AP50"] == 10.0 and lines[3]["bbox/AP50"] == 20.0
+    assert "bbox/AP50" not in lines[0] and "bbox/AP50" not in lines[2]
+    # train_time is cumulative.
+    assert [r["train_time"] for r in lines] == sorted(r["train_time"] for r in lines)
+
+
+def test_event_storage_median_and_history():
+    storage = EventStorage(10)
+    for value in [5.0, 1.0, 3.0]:
+        storage.put_scalar("loss", value)
+        storage.step()
+    assert storage.history("loss") == [(10, 5.0), (11, 1.0), (12, 3.0)]
+    assert storage.median("loss", 2) == 2.0
+    with pytest.raises(KeyError, match="recorded: \\['loss'\\]"):
+        storage.history("los")
