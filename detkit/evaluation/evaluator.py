@@ -1,0 +1,186 @@
+"""The evaluator interface and ``inference_on_dataset``, which runs a model over a test loader."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from detkit.utils import comm
+
+__all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_context", "inference_on_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetEvaluator:
+    """Accumulates a model's outputs over a dataset and turns them into metrics.
+
+    ``inference_on_dataset`` calls ``reset()`` once, ``process(inputs, outputs)`` for every
+    batch, then ``evaluate()``. Under several processes each one processes its own shard;
+    ``evaluate()`` gathers them and returns the metrics on the main process, ``{}`` elsewhere.
+    """
+
+    def reset(self) -> None:
+        """Forget everything processed so far (called before a new pass over the dataset)."""
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        """Record one batch.
+
+        Args:
+            inputs: the model's inputs, one dict per image (``image_id``, ``height``, ...).
+            outputs: the model's outputs, one dict per image
+                (``{"instances": Instances(pred_boxes, scores, pred_classes)}``).
+        """
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Metrics by task, e.g. ``{"bbox": {"AP50": 71.2, "AP": 40.1}}`` (percent)."""
+        return {}
+
+
+class DatasetEvaluators(DatasetEvaluator):
+    """Several evaluators run as one; their result dicts are merged.
+
+    Args:
+        evaluators: the evaluators; two of them returning the same task key is an error.
+    """
+
+    def __init__(self, evaluators: Sequence[DatasetEvaluator]):
+        self._evaluators = list(evaluators)
+
+    def reset(self) -> None:
+        for evaluator in self._evaluators:
+            evaluator.reset()
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        for evaluator in self._evaluators:
+            evaluator.process(inputs, outputs)
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        results: dict[str, dict[str, float]] = {}
+        for evaluator in self._evaluators:
+            for task, metrics in (evaluator.evaluate() or {}).items():
+                if task in results:
+                    raise KeyError(
+                        f"Two evaluators returned results for the task '{task}' "
+                        f"(the second is {type(evaluator).__name__}); combine evaluators that "
+                        "report different tasks, or evaluate them separately."
+                    )
+                results[task] = metrics
+        return results
+
+
+@contextmanager
+def inference_context(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _synchronize_device() -> None:
+    # CUDA runs asynchronously: without this, timings measure kernel launches, not work.
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def inference_on_dataset(
+    model: nn.Module,
+    data_loader: Iterable[list[dict]],
+    evaluator: DatasetEvaluator | Sequence[DatasetEvaluator] | None,
+    *,
+    num_warmup: int = 5,
+) -> dict:
+    """Run ``model`` on every batch of ``data_loader`` and evaluate its outputs.
+
+    The model runs in eval mode (its previous mode is restored afterwards) and without
+    gradients. A progress bar shows the batches on the main process.
+
+    Args:
+        model: called as ``model(inputs) -> outputs`` on each batch (a list of mapped dicts).
+        data_loader: finite iterable of batches; its ``len`` (if any) sizes the progress bar.
+        evaluator: one evaluator, several (combined), or None to only run the model.
+        num_warmup: images left out of the timing (the first calls are slow: allocation,
+            cudnn autotuning). When the dataset has no more images than this, all are timed.
+
+    Returns:
+        The evaluator's results plus ``"timing"``: ``{"s_per_img"`` (model time per image
+        after warm-up), ``"total_s_per_img"`` (with data loading and evaluator work),
+        ``"num_images"}`` (images seen by this process).
+    """
+    if evaluator is None:
+        evaluator = DatasetEvaluators([])
+    elif not isinstance(evaluator, DatasetEvaluator):
+        evaluator = DatasetEvaluators(evaluator)
+    try:
+        total = len(data_loader)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    logger.info(
+        "Start inference on %s batches (%d process(es)).",
+        total if total is not None else "an unknown number of", comm.get_world_size(),
+    )
+    evaluator.reset()
+
+    # Per batch: (number of images, model seconds, seconds from the end of the previous batch
+    # to the end of this one, which includes data loading and evaluator.process).
+    batch_times: list[tuple[int, float, float]] = []
+    with inference_context(model), torch.no_grad():
+        progress = tqdm(
+            data_loader, total=total, desc="Inference", unit="batch",
+            disable=not comm.is_main_process(), dynamic_ncols=True,
+        )
+        last = time.perf_counter()
+        for inputs in progress:
+            _synchronize_device()
+            start = time.perf_counter()
+            outputs = model(inputs)
+            _synchronize_device()
+            model_seconds = time.perf_counter() - start
+            evaluator.process(inputs, outputs)
+            now = time.perf_counter()
+            batch_times.append((len(inputs), model_seconds, now - last))
+            last = now
+        progress.close()
+
+    timing = _summarize_timing(batch_times, num_warmup)
+    logger.info(
+        "Inference done on %d images: %.4f s/img model time, %.4f s/img in total "
+        "(data loading and evaluation included; first %d image(s) excluded as warm-up).",
+        timing["num_images"], timing["s_per_img"], timing["total_s_per_img"],
+        timing["num_warmup_images"],
+    )
+    results = dict(evaluator.evaluate() or {})
+    if "timing" in results:
+        raise KeyError("An evaluator returned a task named 'timing', which is reserved.")
+    results["timing"] = timing
+    return results
+
+
+def _summarize_timing(batch_times: list[tuple[int, float, float]], num_warmup: int) -> dict:
+    """Seconds per image over the batches that start after the first ``num_warmup`` images."""
+    num_images = sum(n for n, _, _ in batch_times)
+    seen = 0
+    timed: list[tuple[int, float, float]] = []
+    for n, model_s, total_s in batch_times:
+        if seen >= num_warmup:
+            timed.append((n, model_s, total_s))
+        seen += n
+    if not timed:  # too few images to leave any out
+        timed = batch_times
+    timed_images = sum(n for n, _, _ in timed)
+    per_image = max(timed_images, 1)
+    return {
+        "s_per_img": sum(m for _, m, _ in timed) / per_image,
+        "total_s_per_img": sum(t for _, _, t in timed) / per_image,
+        "num_images": num_images,
+        "num_warmup_images": num_images - timed_images,
+    }

@@ -1,0 +1,138 @@
+"""inference_on_dataset with a fake model and loader: mode and gradients, evaluator calls,
+warm-up-excluded timing; DatasetEvaluators; the printed summary."""
+
+import logging
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from detkit.evaluation import (
+    DatasetEvaluator,
+    DatasetEvaluators,
+    inference_on_dataset,
+    print_results,
+)
+
+
+class FakeModel(nn.Module):
+    """Returns ``{"value": image_id * 10}`` per image; records its mode and grad state;
+    sleeps ``slow_s`` for each of the first ``num_slow`` images and ``fast_s`` after."""
+
+    def __init__(self, num_slow=0, slow_s=0.0, fast_s=0.0, fail_at=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.num_slow, self.slow_s, self.fast_s, self.fail_at = num_slow, slow_s, fast_s, fail_at
+        self.calls = []
+
+    def forward(self, batch):
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise RuntimeError("boom")
+        seen = sum(len(b) for _, _, b in self.calls)
+        self.calls.append((self.training, torch.is_grad_enabled(), batch))
+        for i in range(len(batch)):
+            time.sleep(self.slow_s if seen + i < self.num_slow else self.fast_s)
+        out = self.weight * 0  # would carry a graph if gradients were on
+        return [{"value": inp["image_id"] * 10, "requires_grad": out.requires_grad}
+                for inp in batch]
+
+
+class RecordingEvaluator(DatasetEvaluator):
+    def __init__(self, task="fake"):
+        self.task, self.events, self.values = task, [], []
+
+    def reset(self):
+        self.events.append("reset")
+        self.values = []
+
+    def process(self, inputs, outputs):
+        self.events.append("process")
+        self.values += [(i["image_id"], o["value"], o["requires_grad"])
+                        for i, o in zip(inputs, outputs)]
+
+    def evaluate(self):
+        self.events.append("evaluate")
+        return {self.task: {"sum": float(sum(v for _, v, _ in self.values))}}
+
+
+def loader_of(num_images, batch_size=1):
+    ids = list(range(num_images))
+    starts = range(0, num_images, batch_size)
+    return [[{"image_id": i} for i in ids[s:s + batch_size]] for s in starts]
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_runs_in_eval_mode_without_grad_and_restores_the_mode(was_training):
+    model = FakeModel()
+    model.train(was_training)
+    evaluator = RecordingEvaluator()
+    results = inference_on_dataset(model, loader_of(4), evaluator)
+    assert [(training, grad) for training, grad, _ in model.calls] == [(False, False)] * 4
+    assert model.training is was_training
+    # reset once, one process per batch, evaluate last; outputs reach the evaluator in order.
+    assert evaluator.events == ["reset"] + ["process"] * 4 + ["evaluate"]
+    assert evaluator.values == [(i, 10 * i, False) for i in range(4)]
+    assert results["fake"] == {"sum": 60.0}  # 10 * (0 + 1 + 2 + 3)
+    assert results["timing"]["num_images"] == 4
+
+
+def test_mode_is_restored_when_the_model_fails():
+    model = FakeModel(fail_at=2)
+    model.train()
+    with pytest.raises(RuntimeError, match="boom"):
+        inference_on_dataset(model, loader_of(4), None)
+    assert model.training is True
+
+
+def test_timing_leaves_out_the_warm_up_images():
+    # 2 slow warm-up images (0.3 s) then 6 fast ones (0.01 s). Excluding the warm-up the
+    # model time is about 0.01 s/img; including it, it would be (0.6 + 0.06) / 8 = 0.0825.
+    model = FakeModel(num_slow=2, slow_s=0.3, fast_s=0.01)
+    timing = inference_on_dataset(model, loader_of(8), None, num_warmup=2)["timing"]
+    assert 0.01 <= timing["s_per_img"] < 0.05
+    assert timing["total_s_per_img"] >= timing["s_per_img"]
+    assert timing["num_images"] == 8 and timing["num_warmup_images"] == 2
+
+
+def test_warm_up_counts_images_in_whole_batches():
+    # Batches of 2 start at images 0, 2, 4, 6; with 3 warm-up images the batches starting at
+    # 0 and 2 are left out: 4 warm-up images, 4 timed.
+    timing = inference_on_dataset(FakeModel(), loader_of(8, batch_size=2), None,
+                                  num_warmup=3)["timing"]
+    assert timing["num_warmup_images"] == 4
+    # Fewer images than the warm-up: all of them are timed rather than none.
+    timing = inference_on_dataset(FakeModel(), loader_of(2), None, num_warmup=5)["timing"]
+    assert timing["num_warmup_images"] == 0 and timing["num_images"] == 2
+
+
+def test_without_evaluator_only_runs_the_model():
+    model = FakeModel()
+    results = inference_on_dataset(model, iter(loader_of(3)), None)  # no len(): no total
+    assert len(model.calls) == 3
+    assert list(results) == ["timing"]
+
+
+def test_several_evaluators_are_combined_and_task_clashes_rejected():
+    first, second = RecordingEvaluator("a"), RecordingEvaluator("b")
+    results = inference_on_dataset(FakeModel(), loader_of(3), [first, second])
+    assert results["a"] == results["b"] == {"sum": 30.0}
+    assert first.events == second.events == ["reset", "process", "process", "process",
+                                             "evaluate"]
+    clash = DatasetEvaluators([RecordingEvaluator("a"), RecordingEvaluator("a")])
+    with pytest.raises(KeyError, match="task 'a'"):
+        inference_on_dataset(FakeModel(), loader_of(1), clash)
+
+
+def test_print_results_shows_summary_metrics_and_timing(caplog):
+    results = {
+        "bbox": {"AP": 40.123, "AP50": 71.2, "AP75": 38.0, "AP50-cat": 12.0},
+        "timing": {"s_per_img": 0.25, "total_s_per_img": 0.3, "num_images": 10},
+    }
+    with caplog.at_level(logging.INFO, logger="detkit"):
+        text = print_results("voc_2007_test", results)
+    assert text in caplog.text
+    assert "voc_2007_test" in text
+    assert "40.12" in text and "71.20" in text and "38.00" in text
+    assert "AP50-cat" not in text  # per-class values belong to the evaluator's own table
+    assert "0.2500 s/img" in text
