@@ -159,6 +159,7 @@ _C.SOLVER.BASE_LR = 0.001  # learning rate (paper: 0.001)
 _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
 _C.SOLVER.WEIGHT_DECAY = 0.0005  # weight decay of weights
 _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0005  # weight decay of biases (Caffe also decays biases)
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # weight decay of BN/GN weights and biases (usual: none)
 _C.SOLVER.BIAS_LR_FACTOR = 2.0  # bias learning rate = BASE_LR x this (released code: 2)
 _C.SOLVER.IMS_PER_BATCH = 1  # images per optimizer step per pass, over all processes
 _C.SOLVER.ITER_SIZE = 2  # passes whose gradients are accumulated per update (code: 2)
@@ -167,6 +168,7 @@ _C.SOLVER.STEPS = [50000]  # updates at which the lr is multiplied by GAMMA
 _C.SOLVER.GAMMA = 0.1  # lr decay factor at each step
 _C.SOLVER.WARMUP_ITERS = 0  # linear warm-up length in updates (released code: none)
 _C.SOLVER.WARMUP_FACTOR = 0.001  # lr factor at the start of warm-up
+_C.SOLVER.WARMUP_METHOD = "linear"  # "linear" (WARMUP_FACTOR -> 1) or "constant"
 _C.SOLVER.CHECKPOINT_PERIOD = 10000  # save a checkpoint every this many updates
 _C.SOLVER.CLIP_GRADIENTS = 0.0  # clip the gradient norm to this (0 = no clipping)
 

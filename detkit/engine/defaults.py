@@ -148,11 +148,6 @@ class DefaultTrainer:
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = int(checkpoint.get("iteration", -1)) + 1
             logger.info(f"Resuming at iteration {self.start_iter}")
-        elif resume:
-            logger.info(
-                f"--resume: no checkpoint in {self.cfg.OUTPUT_DIR} (no last_checkpoint file); "
-                "starting fresh"
-            )
 
     def build_hooks(self) -> list[hooks.HookBase]:
         cfg = self.cfg

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from detkit.solver import clip_gradients
 from detkit.utils.events import EventStorage
 
 __all__ = ["HookBase", "SimpleTrainer", "TrainerBase"]
@@ -140,8 +141,7 @@ class SimpleTrainer(TrainerBase):
                 summed[k] = summed.get(k, 0.0) + v / self.iter_size
         if self.clip_gradients > 0:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            norm = torch.nn.utils.clip_grad_norm_(params, self.clip_gradients)
-            self.storage.put_scalar("grad_norm", float(norm))
+            self.storage.put_scalar("grad_norm", clip_gradients(params, self.clip_gradients))
         self.optimizer.step()
         self.storage.put_scalars(total_loss=sum(summed.values()), **summed)
         self.storage.put_scalar("data_time", data_time)

@@ -1,0 +1,20 @@
+"""Checkpoints: atomic saves, resume, and ImageNet / URL / torchvision:// weights."""
+
+from detkit.checkpoint.detection_checkpoint import DetectionCheckpointer, atomic_write
+from detkit.checkpoint.imagenet import (
+    TORCHVISION_SCHEME,
+    cached_torchvision_weights,
+    convert_imagenet_state_dict,
+    detect_imagenet_format,
+    resolve_torchvision_url,
+)
+
+__all__ = [
+    "TORCHVISION_SCHEME",
+    "DetectionCheckpointer",
+    "atomic_write",
+    "cached_torchvision_weights",
+    "convert_imagenet_state_dict",
+    "detect_imagenet_format",
+    "resolve_torchvision_url",
+]

@@ -1,0 +1,337 @@
+"""Checkpoints of detkit models: atomic saves, resume, ImageNet and URL weights, clear reports."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any
+
+import torch
+from fvcore.common.checkpoint import Checkpointer, _filter_reused_missing_keys
+from torch import nn
+
+from detkit.checkpoint.imagenet import (
+    TORCHVISION_SCHEME,
+    cached_torchvision_weights,
+    convert_imagenet_state_dict,
+    detect_imagenet_format,
+    resolve_torchvision_url,
+)
+from detkit.utils import comm
+
+__all__ = ["DetectionCheckpointer", "atomic_write"]
+
+logger = logging.getLogger(__name__)
+
+_LAST_CHECKPOINT = "last_checkpoint"  # file in save_dir naming the newest checkpoint (fvcore)
+_IMAGENET_MARKER = "__imagenet_format__"  # set by _load_file, consumed by _load_model
+_MAX_GROUPS_SHOWN = 20
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file so that ``path`` is either its old version or the complete new one.
+
+    ``write`` fills a temporary file in the same directory (``.<name>.<random>.tmp``, so
+    it is never taken for a ``.pth`` checkpoint); the file is flushed to disk and then
+    renamed over ``path`` with ``os.replace``, which is atomic on POSIX and Windows. If
+    ``write`` raises, the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        path: final local file path; its directory must exist.
+        write: called with the temporary file opened in binary write mode.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp_path = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp_path, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _summarize_keys(keys: Iterable[str]) -> str:
+    """``["a.b.weight", "a.b.bias", "c.w"]`` -> ``"a.b.{bias, weight}, c.w"`` (capped)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(keys):
+        module, _, name = key.rpartition(".")
+        groups[module].append(name)
+    parts = []
+    for module, names in groups.items():
+        leaf = names[0] if len(names) == 1 else "{" + ", ".join(names) + "}"
+        parts.append(f"{module}.{leaf}" if module else leaf)
+    if len(parts) > _MAX_GROUPS_SHOWN:
+        parts = parts[:_MAX_GROUPS_SHOWN] + [f"... ({len(parts) - _MAX_GROUPS_SHOWN} more)"]
+    return ", ".join(parts)
+
+
+class DetectionCheckpointer(Checkpointer):
+    """fvcore's Checkpointer for detkit: what ``MODEL.WEIGHTS`` and ``--resume`` use.
+
+    - Saves are atomic (:func:`atomic_write`): the checkpoint file is complete before it
+      gets its name, and ``last_checkpoint`` is rewritten only after that, so a crash
+      during a save leaves ``last_checkpoint`` naming the previous good file. Only the
+      main process (rank 0) writes.
+    - ``load(path)`` takes a local file, an http(s) URL (downloaded once into iopath's
+      cache) or ``torchvision://<model>`` (torchvision's ImageNet weights, see
+      :func:`~detkit.checkpoint.imagenet.resolve_torchvision_url`). A detkit checkpoint
+      (a dict with ``"model"``) loads by name; a raw torchvision ImageNet state_dict is
+      first renamed onto detkit's modules
+      (:func:`~detkit.checkpoint.imagenet.convert_imagenet_state_dict`).
+    - Tensors whose shape differs from the model's (e.g. the predictor when fine-tuning
+      with another number of classes) are skipped and listed with both shapes; missing
+      and unused keys are reported once each, grouped by module.
+
+    Args:
+        model: the model (a DistributedDataParallel wrapper is unwrapped).
+        save_dir: local directory of checkpoints and ``last_checkpoint``
+            (``OUTPUT_DIR``); "" disables saving.
+        save_to_disk: None = only on the main process.
+        checkpointables: objects with ``state_dict``/``load_state_dict`` saved and
+            restored with the model, e.g. ``optimizer=..., scheduler=...``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        save_to_disk: bool | None = None,
+        **checkpointables: Any,
+    ):
+        if save_to_disk is None:
+            save_to_disk = comm.is_main_process()
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.logger = logger  # detkit's logger (fvcore's own would not reach detkit's handlers)
+        self._imagenet_format: str | None = None  # of the file being loaded, for the report
+
+    # ----------------------------------------------------------------------------- saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Write ``<save_dir>/<name>.pth`` atomically, then point ``last_checkpoint`` at it.
+
+        Holds ``"model"``, one entry per checkpointable and ``kwargs`` (the periodic
+        checkpointer adds ``iteration``). Does nothing without ``save_dir``, or off the
+        main process.
+        """
+        if not self.save_dir or not self.save_to_disk or not comm.is_main_process():
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        os.makedirs(self.save_dir, exist_ok=True)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Atomically replace ``last_checkpoint`` with ``last_filename_basename``."""
+        atomic_write(
+            os.path.join(self.save_dir, _LAST_CHECKPOINT),
+            lambda f: f.write(last_filename_basename.encode("utf-8")),
+        )
+
+    # ------------------------------------------------------------------- finding and loading
+    def has_checkpoint(self) -> bool:
+        """Whether ``save_dir`` has a ``last_checkpoint`` file (never true without save_dir)."""
+        return bool(self.save_dir) and os.path.isfile(os.path.join(self.save_dir, _LAST_CHECKPOINT))
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+        """Resume from ``save_dir/last_checkpoint``, else initialize the model from ``path``.
+
+        With ``resume`` and a ``last_checkpoint``: loads the model and every
+        checkpointable (optimizer, scheduler) from the file it names; the returned dict
+        holds the remaining entries, e.g. ``"iteration"``. Otherwise only the model's
+        weights are loaded from ``path`` (``MODEL.WEIGHTS``; "" leaves the random
+        initialization), and training starts at iteration 0.
+
+        Raises:
+            FileNotFoundError: ``last_checkpoint`` names a file that does not exist.
+        """
+        if resume and self.has_checkpoint():
+            last = self.get_checkpoint_file()
+            if not os.path.isfile(last):
+                raise FileNotFoundError(
+                    f"{os.path.join(self.save_dir, _LAST_CHECKPOINT)} names '{last}', which "
+                    "does not exist. Write the name of an existing checkpoint of that "
+                    "directory into it, or delete it to start from MODEL.WEIGHTS."
+                )
+            names = ", ".join(["model", *self.checkpointables, "iteration"])
+            self.logger.info(f"Resuming from {last} ({names})")
+            return self.load(last)
+        if resume:
+            self.logger.info(
+                f"No checkpoint found to resume from (no {_LAST_CHECKPOINT} in "
+                f"'{self.save_dir}'): starting at iteration 0."
+            )
+        if path:
+            self.logger.info(f"Initializing the model from {path} (weights only)")
+        return self.load(path, checkpointables=[])
+
+    def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
+        """Load the model (and the listed checkpointables; None = all) from ``path``.
+
+        Args:
+            path: local file, http(s) URL or ``torchvision://<model>``; "" loads nothing.
+            checkpointables: names of checkpointables to restore; [] = the model only.
+
+        Returns:
+            The checkpoint's entries not consumed, e.g. ``{"iteration": 4999}``.
+
+        Raises:
+            FileNotFoundError: a local path that does not exist.
+            RuntimeError: a URL that cannot be downloaded (the message says how to use a
+                local copy instead), or a file that is not a readable checkpoint.
+            ValueError: no tensor of the checkpoint matches the model.
+        """
+        if not path:
+            self.logger.info(
+                "No weights to load (MODEL.WEIGHTS is empty): starting from scratch, with the "
+                "model's random initialization."
+            )
+            return {}
+        return super().load(self._get_local_path(path), checkpointables)
+
+    def _get_local_path(self, path: str) -> str:
+        """A local file for ``path``: itself, torchvision's cache, or a download."""
+        name = path
+        if path.startswith(TORCHVISION_SCHEME):
+            path = resolve_torchvision_url(name)
+            cached = cached_torchvision_weights(path)
+            if cached is not None:
+                self.logger.info(f"{name}: using torchvision's cached file {cached}")
+                return cached
+            self.logger.info(f"{name}: torchvision's ImageNet weights at {path}")
+        if os.path.isfile(path):
+            return path
+        if "://" not in path:
+            raise FileNotFoundError(
+                f"Weights file not found: '{path}' (absolute: {os.path.abspath(path)}). "
+                "MODEL.WEIGHTS takes a local .pth file, an http(s) URL or "
+                'torchvision://<model> (e.g. torchvision://vgg16); "" trains from scratch.'
+            )
+        try:
+            return self.path_manager.get_local_path(path)
+        except Exception as error:
+            file_name = os.path.basename(path)
+            hub_hint = ""
+            if name.startswith(TORCHVISION_SCHEME):
+                hub_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
+                hub_hint = f" (or put it in {hub_dir}/, where {name} finds it)"
+            raise RuntimeError(
+                f"Could not download the weights '{name}' from {path}: "
+                f"{type(error).__name__}: {error}\n"
+                f"Without network access, download {file_name} on another machine (e.g. "
+                f"`wget {path}`), copy it here and use the local file: "
+                f"MODEL.WEIGHTS /path/to/{file_name}{hub_hint}. "
+                'MODEL.WEIGHTS "" trains from random initialization instead.'
+            ) from error
+
+    def _load_file(self, f: str) -> dict[str, Any]:
+        """Read ``f``; rename a torchvision ImageNet state_dict onto detkit's modules.
+
+        ``weights_only=True``: a checkpoint holds tensors and plain values only, so
+        loading an untrusted file cannot run code.
+        """
+        try:
+            loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+        except Exception as error:
+            if "Weights only load failed" in str(error):
+                hint = (
+                    "It holds Python objects besides tensors and plain values, which detkit "
+                    "does not unpickle (that could run code). If you trust the file, load it "
+                    "with torch.load(..., weights_only=False) and save only its state_dict."
+                )
+            else:
+                hint = (
+                    "It may be truncated (an interrupted copy or download: fetch it again) "
+                    "or not a PyTorch file."
+                )
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            raise RuntimeError(
+                f"Could not read the checkpoint {f}: {type(error).__name__}: {first_line}\n{hint}"
+            ) from error
+        if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
+            return dict(loaded)  # a detkit/fvcore checkpoint: model keys are detkit's already
+        if isinstance(loaded, Mapping) and all(
+            isinstance(v, torch.Tensor) for v in loaded.values()
+        ):
+            fmt = detect_imagenet_format(loaded)
+            if fmt is None:  # a bare state_dict of a detkit model
+                return {"model": dict(loaded)}
+            model_keys = self.model.state_dict().keys()
+            converted = convert_imagenet_state_dict(loaded, fmt, model_keys)
+            return {"model": converted, _IMAGENET_MARKER: fmt}
+        raise RuntimeError(
+            f"{f} is neither a detkit checkpoint (a dict with a 'model' state_dict) nor a "
+            f"state_dict of tensors (it holds a {type(loaded).__name__})."
+        )
+
+    def _load_model(self, checkpoint: dict[str, Any]) -> Any:
+        imagenet_format = checkpoint.pop(_IMAGENET_MARKER, None)
+        # fvcore renames and filters this dict in place: afterwards it holds what was loaded.
+        state_dict = checkpoint["model"]
+        num_checkpoint_tensors = len(state_dict)
+        model_keys = list(self.model.state_dict().keys())
+        incompatible = super()._load_model(checkpoint)
+        if model_keys and not set(state_dict).intersection(model_keys):
+            checkpoint_keys = incompatible.unexpected_keys + [
+                k for k, _, _ in incompatible.incorrect_shapes
+            ]
+            raise ValueError(
+                f"None of the {num_checkpoint_tensors} tensors of the checkpoint fits the "
+                f"model ({type(self.model).__name__}): the weights are for another "
+                f"architecture. Checkpoint keys look like {sorted(checkpoint_keys)[:3]}, "
+                f"model keys like {model_keys[:3]}. Check MODEL.WEIGHTS against "
+                "MODEL.BACKBONE.NAME."
+            )
+        self._imagenet_format = imagenet_format
+        return incompatible
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        """One message each for shape-skipped, missing and unused tensors."""
+        skipped = {key for key, _, _ in incompatible.incorrect_shapes}
+        if incompatible.incorrect_shapes:
+            lines = "\n".join(
+                f"  {key}: {tuple(ckpt)} in the checkpoint, {tuple(model)} in the model"
+                for key, ckpt, model in incompatible.incorrect_shapes
+            )
+            self.logger.warning(
+                f"Skipped {len(skipped)} checkpoint tensors whose shape differs from the "
+                "model's; those layers keep their initialization (expected when fine-tuning "
+                f"with another MODEL.ROI_HEADS.NUM_CLASSES):\n{lines}"
+            )
+        missing = [
+            k
+            for k in _filter_reused_missing_keys(self.model, incompatible.missing_keys)
+            if k not in skipped
+        ]
+        if missing:
+            message = (
+                f"{len(missing)} model tensors are not in the checkpoint and keep their "
+                f"initialization: {_summarize_keys(missing)}"
+            )
+            if self._imagenet_format:  # the detection layers are new: expected
+                self.logger.info(message + " (new layers, not part of the ImageNet model).")
+            else:
+                self.logger.warning(message)
+        if incompatible.unexpected_keys:
+            self.logger.warning(
+                f"{len(incompatible.unexpected_keys)} checkpoint tensors are not used by the "
+                f"model: {_summarize_keys(incompatible.unexpected_keys)}"
+            )
