@@ -1,0 +1,48 @@
+"""Datasets, the dataset catalogs, the mapper (image + boxes -> model input) and the loaders.
+
+Importing this package registers the built-in dataset names (VOC, COCO, shapes) under
+``$DETKIT_DATASETS`` (default ``./datasets``); nothing is read until a dataset is used.
+"""
+
+from detkit.data import datasets  # noqa: F401  (registers the built-in names below)
+from detkit.data.build import (
+    DatasetFromList,
+    MapDataset,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    duplicate_with_flips,
+    get_detection_dataset_dicts,
+    trivial_batch_collator,
+    worker_init_reset_seed,
+)
+from detkit.data.catalog import DatasetCatalog, Metadata, MetadataCatalog
+from detkit.data.datasets import (
+    SHAPE_CLASSES,
+    VOC_CLASSES,
+    datasets_root,
+    generate_shapes,
+    load_coco_json,
+    load_voc_instances,
+    register_all_builtin,
+    register_coco_instances,
+    register_pascal_voc,
+)
+from detkit.data.mapper import DatasetMapper, read_image
+from detkit.data.samplers import (
+    AspectRatioGroupedBatchSampler,
+    InferenceSampler,
+    TrainingSampler,
+    aspect_ratio_group_ids,
+)
+
+register_all_builtin(datasets_root())
+
+__all__ = [
+    "SHAPE_CLASSES", "VOC_CLASSES", "AspectRatioGroupedBatchSampler", "DatasetCatalog",
+    "DatasetFromList", "DatasetMapper", "InferenceSampler", "MapDataset", "Metadata",
+    "MetadataCatalog", "TrainingSampler", "aspect_ratio_group_ids",
+    "build_detection_test_loader", "build_detection_train_loader", "datasets",
+    "duplicate_with_flips", "generate_shapes", "get_detection_dataset_dicts", "load_coco_json",
+    "load_voc_instances", "read_image", "register_all_builtin", "register_coco_instances",
+    "register_pascal_voc", "trivial_batch_collator", "worker_init_reset_seed",
+]

@@ -1,0 +1,103 @@
+"""Geometric transforms applied to an image and its boxes together.
+
+Boxes are ``np.ndarray[N, 4]`` XYXY in 0-based continuous pixel coordinates (a box covering
+pixel columns 0..9 is ``x1 = 0, x2 = 10``), so resizing scales them and flipping mirrors
+them about the image's vertical centre line with no +-1 terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "HFlipTransform", "ResizeTransform", "Transform", "apply_transforms", "clip_boxes",
+    "nondegenerate", "resize_shortest_edge_shape",
+]
+
+
+def resize_shortest_edge_shape(
+    height: int, width: int, short_edge: int, max_size: int
+) -> tuple[int, int]:
+    """Output ``(height, width)`` for a shortest-side resize with a cap on the longest side.
+
+    PAPER.md, Input: ``scale = short_edge / short``; if ``round(scale * long) > max_size`` then
+    ``scale = max_size / long``. One factor for both axes; ``max_size <= 0`` means no cap.
+    """
+    short, long = min(height, width), max(height, width)
+    scale = short_edge / short
+    if max_size > 0 and round(scale * long) > max_size:
+        scale = max_size / long
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+class Transform:
+    """An image/box transform whose parameters are already fixed (no randomness inside)."""
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """image: uint8 [H, W, C] -> the transformed image."""
+        raise NotImplementedError
+
+    def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """boxes: float [N, 4] XYXY -> transformed boxes [N, 4] (x1 <= x2 kept)."""
+        raise NotImplementedError
+
+
+class ResizeTransform(Transform):
+    """Bilinear resize from ``(height, width)`` to ``(new_height, new_width)``."""
+
+    def __init__(self, height: int, width: int, new_height: int, new_width: int):
+        self.height, self.width = height, width
+        self.new_height, self.new_width = new_height, new_width
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] != (self.height, self.width):
+            raise ValueError(
+                f"ResizeTransform expects a {self.height}x{self.width} image; got "
+                f"{image.shape[0]}x{image.shape[1]}."
+            )
+        return cv2.resize(image, (self.new_width, self.new_height), interpolation=cv2.INTER_LINEAR)
+
+    def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        # Per-axis factors: after rounding the output size the two factors differ slightly,
+        # and each axis must land on the resized image's own pixel grid.
+        scale_x, scale_y = self.new_width / self.width, self.new_height / self.height
+        return boxes * np.array([scale_x, scale_y, scale_x, scale_y], dtype=boxes.dtype)
+
+
+class HFlipTransform(Transform):
+    """Mirror left-right in an image of ``width`` pixels."""
+
+    def __init__(self, width: int):
+        self.width = width
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(image[:, ::-1])
+
+    def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        flipped = boxes.copy()
+        flipped[:, 0] = self.width - boxes[:, 2]
+        flipped[:, 2] = self.width - boxes[:, 0]
+        return flipped
+
+
+def apply_transforms(
+    transforms: Sequence[Transform], image: np.ndarray, boxes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``transforms`` in order to an image [H, W, C] and its boxes [N, 4]."""
+    for t in transforms:
+        image, boxes = t.apply_image(image), t.apply_boxes(boxes)
+    return image, boxes
+
+
+def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boxes [N, 4] clipped to ``[0, width] x [0, height]`` (a new array)."""
+    limits = np.array([width, height, width, height], dtype=boxes.dtype)
+    return np.clip(boxes, 0, limits)
+
+
+def nondegenerate(boxes: np.ndarray, min_size: float = 1.0) -> np.ndarray:
+    """bool [N]: True where both width and height are at least ``min_size`` pixels."""
+    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)

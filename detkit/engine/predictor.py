@@ -1,0 +1,49 @@
+"""``DefaultPredictor``: one image in, detections out, with the config's test-time input."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from detkit.config import CfgNode
+from detkit.structures import Instances
+
+__all__ = ["DefaultPredictor"]
+
+
+class DefaultPredictor:
+    """Builds the model of ``cfg``, loads ``MODEL.WEIGHTS`` and runs it on single images.
+
+    The image is converted to ``INPUT.FORMAT`` and resized to ``INPUT.MIN_SIZE_TEST`` /
+    ``MAX_SIZE_TEST`` exactly as the test loader does; detections come back in the
+    coordinates of the image given.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        from detkit.checkpoint import DetectionCheckpointer
+        from detkit.modeling import build_model
+
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg).eval()
+        if cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        self.input_format = cfg.INPUT.FORMAT
+        self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
+
+    @torch.no_grad()
+    def __call__(self, image_bgr: np.ndarray) -> Instances:
+        """``image_bgr``: uint8 ``[H, W, 3]`` as OpenCV reads it -> ``Instances`` with
+        ``pred_boxes``, ``scores``, ``pred_classes`` in its pixels."""
+        from detkit.data.transforms import ResizeTransform, resize_shortest_edge_shape
+
+        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise ValueError(f"DefaultPredictor takes an HxWx3 BGR image; got {image_bgr.shape}.")
+        image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
+        height, width = image.shape[:2]
+        new_h, new_w = resize_shortest_edge_shape(height, width, self.min_size, self.max_size)
+        resized = ResizeTransform(height, width, new_h, new_w).apply_image(
+            np.ascontiguousarray(image)
+        )
+        tensor = torch.as_tensor(resized.astype(np.float32).transpose(2, 0, 1))
+        outputs = self.model([{"image": tensor, "height": height, "width": width}])
+        return outputs[0]["instances"].to("cpu")
