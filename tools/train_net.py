@@ -31,7 +31,6 @@ def main(args) -> dict:
     cfg = setup(args)
     if args.eval_only:
         from detkit.checkpoint import DetectionCheckpointer
-
         from detkit.modeling import build_model
 
         model = build_model(cfg)
