@@ -1,8 +1,10 @@
-"""Shared fixtures: throwaway plugin modules whose registrations are undone afterwards."""
+"""Shared fixtures: throwaway plugin modules whose registrations are undone afterwards, and
+a tiny shapes dataset on disk for training tests."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import textwrap
 import uuid
@@ -11,7 +13,34 @@ from collections.abc import Callable
 import pytest
 
 from detkit.config import config as config_module
+from detkit.data import DatasetCatalog, MetadataCatalog
+from detkit.data.datasets.shapes import SHAPE_CLASSES, generate_shapes
+from detkit.data.datasets.voc import register_pascal_voc
 from detkit.modeling import ALL_REGISTRIES
+
+TINY_TRAIN, TINY_TEST = "tiny_shapes_train", "tiny_shapes_test"
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_root(tmp_path_factory) -> str:
+    """``<root>/shapes`` holds 16 training and 4 test images; ``<root>`` can serve as
+    ``$DETKIT_DATASETS`` for subprocesses (the built-in shapes names find it there)."""
+    root = str(tmp_path_factory.mktemp("datasets"))
+    generate_shapes(os.path.join(root, "shapes"), num_train=16, num_test=4, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tiny_shapes_root) -> tuple[str, str]:
+    """(train name, test name) of the tiny dataset, registered in this process."""
+    dirname = os.path.join(tiny_shapes_root, "shapes")
+    for name, split in ((TINY_TRAIN, "train"), (TINY_TEST, "test")):
+        if name not in DatasetCatalog:
+            register_pascal_voc(name, dirname, split, 2007, SHAPE_CLASSES)
+    yield TINY_TRAIN, TINY_TEST
+    for name in (TINY_TRAIN, TINY_TEST):
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@
     python tools/demo.py --config-file configs/quickstart/shapes.yaml --dataset shapes_test \
         --max-images 8 --output output/quickstart/detections MODEL.WEIGHTS ...
 
-Writes each image with its labelled boxes (same file name, .jpg) and detections.json with
+Writes each image with its labelled boxes (same file name, .png) and detections.json with
 every detection (box XYXY in the image's pixels, score, class) into --output.
 """
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         scale = 2.0 if max(image.shape[:2]) < 512 else 1.0
         drawn = draw_instances(image, det, names, scale=scale)
         stem = os.path.splitext(os.path.basename(path))[0]
-        cv2.imwrite(os.path.join(args.output, stem + ".jpg"), drawn)
+        cv2.imwrite(os.path.join(args.output, stem + ".png"), drawn)
         records.append({
             "file_name": path,
             "detections": [

@@ -8,10 +8,12 @@ from detkit.checkpoint.imagenet import (
     detect_imagenet_format,
     resolve_torchvision_url,
 )
+from detkit.checkpoint.rng_state import RNGState
 
 __all__ = [
     "TORCHVISION_SCHEME",
     "DetectionCheckpointer",
+    "RNGState",
     "atomic_write",
     "cached_torchvision_weights",
     "convert_imagenet_state_dict",

@@ -23,6 +23,7 @@ from detkit.data.mapper import DatasetMapper
 from detkit.data.samplers import (
     AspectRatioGroupedBatchSampler,
     InferenceSampler,
+    SeededBatchSampler,
     TrainingSampler,
     aspect_ratio_group_ids,
     shared_random_seed,
@@ -130,7 +131,12 @@ class MapDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        if isinstance(index, tuple):
+            # (index, augmentation seed) from a SeededBatchSampler: the random choices of
+            # this sample follow from its position in the stream, so a resume replays them.
+            index, aug_seed = index
+            return self.mapper({**self.dataset[index], "aug_seed": aug_seed})
         return self.mapper(self.dataset[index])
 
 
@@ -185,8 +191,11 @@ def build_detection_train_loader(
     else:
         group_ids = [0] * len(dicts)
     seed = _loader_seed(cfg)
-    batch_sampler = AspectRatioGroupedBatchSampler(
-        TrainingSampler(len(dicts), seed=seed), group_ids, total // world_size, start_iter
+    batch_sampler = SeededBatchSampler(
+        AspectRatioGroupedBatchSampler(
+            TrainingSampler(len(dicts), seed=seed), group_ids, total // world_size, start_iter
+        ),
+        seed, start_iter, comm.get_rank(),
     )
     dataset = MapDataset(DatasetFromList(dicts), mapper or DatasetMapper(cfg, is_train=True))
     return _data_loader(cfg, dataset, batch_sampler, seed, multiprocessing_context)

@@ -159,7 +159,9 @@ class DatasetMapper:
                 f"pixels, but its dataset dict says {expected[0]}x{expected[1]}. Fix the "
                 "annotation's size (or the image)."
             )
-        rng = self._get_rng()
+        # A seed placed by the training loader makes the random choices replayable on resume.
+        aug_seed = dataset_dict.get("aug_seed")
+        rng = np.random.default_rng(aug_seed) if aug_seed is not None else self._get_rng()
         short = self.min_sizes[0] if len(self.min_sizes) == 1 else int(rng.choice(self.min_sizes))
         new_h, new_w = resize_shortest_edge_shape(height, width, short, self.max_size)
         transforms = [ResizeTransform(height, width, new_h, new_w)]
@@ -178,7 +180,7 @@ class DatasetMapper:
         boxes = np.array([a["bbox"] for a in annotations], dtype=np.float32).reshape(-1, 4)
         image, boxes = apply_transforms(transforms, image, boxes)
 
-        out = {k: v for k, v in dataset_dict.items() if k != "annotations"}
+        out = {k: v for k, v in dataset_dict.items() if k not in ("annotations", "aug_seed")}
         out["height"], out["width"] = height, width
         out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
         if self.is_train:

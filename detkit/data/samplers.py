@@ -16,7 +16,7 @@ from torch.utils.data import Sampler
 from detkit.utils import comm
 
 __all__ = [
-    "AspectRatioGroupedBatchSampler", "InferenceSampler", "TrainingSampler",
+    "AspectRatioGroupedBatchSampler", "InferenceSampler", "SeededBatchSampler", "TrainingSampler",
     "aspect_ratio_group_ids", "shared_random_seed",
 ]
 
@@ -146,3 +146,30 @@ class InferenceSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.end - self.begin
+
+
+class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Pairs each index of a batch sampler with a seed for its random augmentation.
+
+    The seed of slot j of batch b is derived from (seed, rank, b, j) alone, so the
+    augmentation of every sample, like the batch itself, is a function of its position in
+    the stream: a run resumed at batch k sees exactly what the uninterrupted run saw,
+    whichever worker process maps it.
+
+    Args:
+        batch_sampler: yields lists of indices, starting at batch ``start_iter``.
+        seed: the run's data seed.
+        start_iter: the number of the first batch ``batch_sampler`` yields.
+        rank: this process's rank (ranks augment differently).
+    """
+
+    def __init__(self, batch_sampler: Sampler, seed: int, start_iter: int = 0, rank: int = 0):
+        self.batch_sampler = batch_sampler
+        self.seed, self.start_iter, self.rank = seed, start_iter, rank
+
+    def __iter__(self):
+        for number, batch in enumerate(self.batch_sampler, start=self.start_iter):
+            seeds = np.random.SeedSequence([self.seed, self.rank, number]).generate_state(
+                len(batch)
+            )
+            yield [(index, int(s)) for index, s in zip(batch, seeds)]

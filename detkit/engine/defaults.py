@@ -115,7 +115,7 @@ class DefaultTrainer:
     """
 
     def __init__(self, cfg: CfgNode):
-        from detkit.checkpoint import DetectionCheckpointer
+        from detkit.checkpoint import DetectionCheckpointer, RNGState
         from detkit.modeling import build_model
         from detkit.solver import build_lr_scheduler, build_optimizer
 
@@ -134,7 +134,8 @@ class DefaultTrainer:
             device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
             self.model = DistributedDataParallel(model, device_ids=device_ids)
         self.checkpointer = DetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler
+            model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler,
+            rng=RNGState(),
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
