@@ -117,6 +117,7 @@ _C.MODEL.ROI_HEADS.POOLER.NAME = "ROIPool"  # ROIPool (paper) or ROIAlign
 _C.MODEL.ROI_HEADS.POOLER.RESOLUTION = 7  # output bins per side (7x7)
 _C.MODEL.ROI_HEADS.POOLER.SAMPLING_RATIO = 0  # ROIAlign samples per bin; 0 = adaptive
 _C.MODEL.ROI_HEADS.POOLER.ALIGNED = True  # ROIAlign half-pixel alignment
+_C.MODEL.ROI_HEADS.POOLER.IMPLEMENTATION = "auto"  # ROIAlign: auto, torchvision or separable
 
 _C.MODEL.ROI_BOX_HEAD = CN()  # ROI_BOX_HEAD_REGISTRY entry: pooled features -> vector
 _C.MODEL.ROI_BOX_HEAD.NAME = "VGGFCHead"  # VGGFCHead (fc6/fc7), ConvFCHead or Res5Head
