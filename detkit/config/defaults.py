@@ -36,6 +36,7 @@ _C.MODEL.RESNETS.NORM = "FrozenBN"  # normalization of ResNet blocks: "FrozenBN"
 _C.MODEL.TINY = CN()  # options of the small CPU backbone used by the quickstart
 _C.MODEL.TINY.CHANNELS = [32, 64, 128, 256]  # output channels of the four stride-2 stages
 _C.MODEL.TINY.BLOCKS_PER_STAGE = 1  # extra 3x3 conv blocks after each stage's strided conv
+_C.MODEL.TINY.OUT_FEATURES = ["stage4"]  # stages returned (stage i has stride 2^i)
 
 # Anchors (paper 3.1.1).
 _C.MODEL.ANCHOR_GENERATOR = CN()  # ANCHOR_GENERATOR_REGISTRY entry and anchor shapes

@@ -290,3 +290,18 @@ def test_convert_frozen_batchnorm_keeps_the_eval_function():
         converted = convert_frozen_batchnorm(block).train()  # train mode: no stats update
         assert isinstance(converted[1], FrozenBatchNorm2d)
         torch.testing.assert_close(converted(x), expected)
+
+
+def test_tiny_backbone_returns_the_requested_stages():
+    from detkit.modeling.backbone.tiny import TinyBackbone
+
+    backbone = TinyBackbone(channels=[4, 6, 8, 10], out_features=["stage3", "stage4"])
+    out = backbone(torch.rand(1, 3, 64, 96))
+    # Stage i halves the size i times: 64x96 -> 8x12 at stride 8, 4x6 at stride 16.
+    assert out["stage3"].shape == (1, 8, 8, 12) and out["stage4"].shape == (1, 10, 4, 6)
+    assert {k: (v.channels, v.stride) for k, v in backbone.output_shape().items()} == {
+        "stage3": (8, 8), "stage4": (10, 16)}
+    only3 = TinyBackbone(channels=[4, 6, 8, 10], out_features=["stage3"])
+    assert set(only3(torch.rand(1, 3, 64, 96))) == {"stage3"}
+    with pytest.raises(ValueError, match="MODEL.TINY.OUT_FEATURES"):
+        TinyBackbone(out_features=["stage5"])

@@ -57,6 +57,8 @@ class TinyBackbone(Backbone):
         blocks_per_stage: extra stride-1 blocks after each stage's strided conv (>= 0).
         norm: ``""`` (conv bias, no normalization), ``"BN"``, ``"FrozenBN"`` or ``"GN"``.
         freeze_at: number of stages frozen from the input, 0 to 4.
+        out_features: the stages returned, e.g. ``["stage3", "stage4"]`` to pool RoIs from
+            the stride-8 map while the RPN reads the stride-16 one.
     """
 
     def __init__(
@@ -67,9 +69,19 @@ class TinyBackbone(Backbone):
         blocks_per_stage: int = 1,
         norm: str = "",
         freeze_at: int = 0,
+        out_features: Sequence[str] = ("stage4",),
     ):
         super().__init__()
         channels = list(channels)
+        names = [f"stage{i}" for i in range(1, 5)]
+        unknown = [f for f in out_features if f not in names]
+        if unknown or not out_features:
+            raise ValueError(
+                f"TinyBackbone outputs are among {names}; got {list(out_features)} "
+                "(config key MODEL.TINY.OUT_FEATURES)."
+            )
+        self.out_features = [n for n in names if n in out_features]
+        self._channels = dict(zip(names, channels))
         if len(channels) != 4 or min(channels) < 1:
             raise ValueError(
                 "TinyBackbone needs 4 positive stage widths (config key MODEL.TINY.CHANNELS), "
@@ -85,7 +97,6 @@ class TinyBackbone(Backbone):
                 f"{freeze_at} (config key MODEL.BACKBONE.FREEZE_AT)."
             )
         self.freeze_at = freeze_at
-        self._out_channels = channels[-1]
         previous = in_channels
         for index, width in enumerate(channels, start=1):
             blocks = [ConvNormReLU(previous, width, stride=2, norm=norm)]
@@ -105,17 +116,26 @@ class TinyBackbone(Backbone):
             "blocks_per_stage": cfg.MODEL.TINY.BLOCKS_PER_STAGE,
             "norm": node.NORM,
             "freeze_at": node.FREEZE_AT,
+            "out_features": list(cfg.MODEL.TINY.OUT_FEATURES),
         }
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """``images: Tensor[B, C, H, W]`` -> ``{"stage4": Tensor[B, channels[3], H', W']}``.
-
-        ``H' = ceil(H / 16)``, ``W' = ceil(W / 16)``.
-        """
+        """``images: Tensor[B, C, H, W]`` -> ``{name: map}`` for each of ``out_features``;
+        stage i has stride ``2 ** i``: ``"stage4"`` is ``[B, channels[3], ceil(H / 16),
+        ceil(W / 16)]``."""
+        outputs = {}
         x = images
         for index in range(1, 5):
-            x = getattr(self, f"stage{index}")(x)
-        return {"stage4": x}
+            name = f"stage{index}"
+            x = getattr(self, name)(x)
+            if name in self.out_features:
+                outputs[name] = x
+            if name == self.out_features[-1]:
+                break  # later stages feed no output
+        return outputs
 
     def output_shape(self) -> dict[str, ShapeSpec]:
-        return {"stage4": ShapeSpec(channels=self._out_channels, stride=16)}
+        return {
+            name: ShapeSpec(channels=self._channels[name], stride=2 ** int(name[-1]))
+            for name in self.out_features
+        }
