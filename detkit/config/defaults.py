@@ -157,6 +157,7 @@ _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False  # drop training images with no o
 # Solver
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()  # optimizer and schedule
+_C.SOLVER.OPTIMIZER = "SGD"  # "SGD" (paper) or "AdamW"
 _C.SOLVER.BASE_LR = 0.001  # learning rate (paper: 0.001)
 _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
 _C.SOLVER.WEIGHT_DECAY = 0.0005  # weight decay of weights

@@ -107,8 +107,10 @@ def get_param_groups(
     return groups
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.SGD:
-    """SGD (``SOLVER.MOMENTUM``, no Nesterov) over :func:`get_param_groups` of ``model``.
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """``SOLVER.OPTIMIZER`` over :func:`get_param_groups` of ``model``: "SGD" (the paper's:
+    ``SOLVER.MOMENTUM``, no Nesterov) or "AdamW" (betas (``SOLVER.MOMENTUM``, 0.999),
+    decoupled weight decay per group; it trains small models from scratch in fewer steps).
 
     Keys read: ``SOLVER.BASE_LR, MOMENTUM, WEIGHT_DECAY, WEIGHT_DECAY_BIAS,
     WEIGHT_DECAY_NORM, BIAS_LR_FACTOR``. The learning rate is per update: with
@@ -132,6 +134,13 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.SGD:
         weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
         weight_decay_norm=solver.WEIGHT_DECAY_NORM,
     )
+    if solver.OPTIMIZER == "AdamW":
+        return torch.optim.AdamW(
+            groups, lr=solver.BASE_LR, betas=(solver.MOMENTUM, 0.999),
+            weight_decay=solver.WEIGHT_DECAY,
+        )
+    if solver.OPTIMIZER != "SGD":
+        raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW'; got '{solver.OPTIMIZER}'.")
     return torch.optim.SGD(
         groups,
         lr=solver.BASE_LR,

@@ -120,3 +120,26 @@ def test_real_model_every_trainable_parameter_once():
     assert id(named["roi_heads.box_predictor.cls_score.bias"]) in groups["bias"]
     assert id(named["roi_heads.box_head.fcs.0.weight"]) in groups["weight"]
     assert id(named["backbone.stage1.0.conv.weight"]) not in set(grouped)
+
+
+def test_adamw_first_step_by_hand():
+    # AdamW's first step moves each weight by lr * sign(grad) (m/sqrt(v) = g/|g| after bias
+    # correction, eps aside), after decoupled decay w *= 1 - lr * wd:
+    # weight 2 * (1 - 0.01 * 1e-4) - 0.01 = 1.989998; bias 2 * (1 - 0.02 * 5e-5) - 0.02.
+    model = nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        model.bias.fill_(2.0)
+    optimizer = build_optimizer(_solver_cfg(OPTIMIZER="AdamW"), model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.defaults["betas"] == (0.9, 0.999)
+    model.weight.grad = torch.full_like(model.weight, 3.0)
+    model.bias.grad = torch.full_like(model.bias, -0.5)
+    optimizer.step()
+    torch.testing.assert_close(model.weight.item(), 2 * (1 - 1e-6) - 0.01, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.bias.item(), 2 * (1 - 1e-6) + 0.02, rtol=0, atol=1e-6)
+
+
+def test_unknown_optimizer_names_the_key():
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
+        build_optimizer(_solver_cfg(OPTIMIZER="Adam"), nn.Linear(1, 1))
