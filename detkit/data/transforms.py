@@ -7,6 +7,7 @@ them about the image's vertical centre line with no +-1 terms.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 
 import cv2
@@ -33,16 +34,16 @@ def resize_shortest_edge_shape(
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-class Transform:
+class Transform(metaclass=ABCMeta):
     """An image/box transform whose parameters are already fixed (no randomness inside)."""
 
+    @abstractmethod
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """image: uint8 [H, W, C] -> the transformed image."""
-        raise NotImplementedError
 
+    @abstractmethod
     def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
         """boxes: float [N, 4] XYXY -> transformed boxes [N, 4] (x1 <= x2 kept)."""
-        raise NotImplementedError
 
 
 class ResizeTransform(Transform):
