@@ -18,6 +18,7 @@ _C.SEED = -1  # random seed for Python, NumPy and torch; negative picks one from
 _C.MODEL = CN()  # the detector: which components and their parameters
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # or ProposalNetwork (RPN only)
 _C.MODEL.DEVICE = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"
+_C.MODEL.MEMORY_FORMAT = "auto"  # "auto" (channels_last on CPU), "channels_last", "contiguous"
 _C.MODEL.WEIGHTS = ""  # checkpoint or ImageNet weights to load: path, URL or torchvision://name
 _C.MODEL.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # mean per channel, INPUT.FORMAT order
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std; 1.0 for Caffe weights (0-255 input)
@@ -37,6 +38,7 @@ _C.MODEL.TINY = CN()  # options of the small CPU backbone used by the quickstart
 _C.MODEL.TINY.CHANNELS = [32, 64, 128, 256]  # output channels of the four stride-2 stages
 _C.MODEL.TINY.BLOCKS_PER_STAGE = 1  # extra 3x3 conv blocks after each stage's strided conv
 _C.MODEL.TINY.OUT_FEATURES = ["stage4"]  # stages returned (stage i has stride 2^i)
+_C.MODEL.TINY.STAGE4_DILATION = 1  # 2: stage 4 dilated instead of strided (stride 8)
 
 # Anchors (paper 3.1.1).
 _C.MODEL.ANCHOR_GENERATOR = CN()  # ANCHOR_GENERATOR_REGISTRY entry and anchor shapes
@@ -127,6 +129,7 @@ _C.MODEL.ROI_BOX_HEAD.NUM_FC = 2  # ConvFCHead: number of fully connected layers
 _C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0  # ConvFCHead: number of 3x3 convs before the fcs
 _C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # ConvFCHead: channels of those convs
 _C.MODEL.ROI_BOX_HEAD.DROPOUT = 0.5  # dropout after each fc (VGG fc6/fc7: 0.5)
+_C.MODEL.ROI_BOX_HEAD.NORM = ""  # ConvFCHead: "", "BN" or "GN" after each conv and fc
 
 # ---------------------------------------------------------------------------------------------
 # Input
@@ -168,6 +171,7 @@ _C.SOLVER.IMS_PER_BATCH = 1  # images per optimizer step per pass, over all proc
 _C.SOLVER.ITER_SIZE = 2  # passes whose gradients are accumulated per update (code: 2)
 _C.SOLVER.MAX_ITER = 70000  # updates (VOC07 end2end: 70k)
 _C.SOLVER.STEPS = [50000]  # updates at which the lr is multiplied by GAMMA
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # step decay at STEPS, or "WarmupCosineLR"
 _C.SOLVER.GAMMA = 0.1  # lr decay factor at each step
 _C.SOLVER.WARMUP_ITERS = 0  # linear warm-up length in updates (released code: none)
 _C.SOLVER.WARMUP_FACTOR = 0.001  # lr factor at the start of warm-up

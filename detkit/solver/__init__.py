@@ -4,6 +4,7 @@ from detkit.solver.build import NORM_MODULE_TYPES, build_optimizer, get_param_gr
 from detkit.solver.gradients import clip_gradients
 from detkit.solver.lr_scheduler import (
     WARMUP_METHODS,
+    WarmupCosineLR,
     WarmupMultiStepLR,
     build_lr_scheduler,
     warmup_factor_at_iter,
@@ -12,6 +13,7 @@ from detkit.solver.lr_scheduler import (
 __all__ = [
     "NORM_MODULE_TYPES",
     "WARMUP_METHODS",
+    "WarmupCosineLR",
     "WarmupMultiStepLR",
     "build_lr_scheduler",
     "build_optimizer",

@@ -1,21 +1,31 @@
-"""Learning-rate schedule: optional warm-up, then a step decay at fixed updates.
+"""Learning-rate schedules: optional warm-up, then a step decay or a cosine decay.
 
 PAPER.md "Training": the VOC07 recipe runs 70k updates at lr 0.001 and multiplies it by
 0.1 at 50k; the released code has no warm-up. A short linear warm-up is the usual guard
 against early NaN losses with larger learning rates or batches (SOLVER.WARMUP_ITERS).
+For short fixed budgets, a cosine decay to 0 at SOLVER.MAX_ITER spends more updates at
+useful learning rates than a step decay (SOLVER.LR_SCHEDULER_NAME).
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["WARMUP_METHODS", "WarmupMultiStepLR", "build_lr_scheduler", "warmup_factor_at_iter"]
+__all__ = [
+    "LR_SCHEDULERS",
+    "WARMUP_METHODS",
+    "WarmupCosineLR",
+    "WarmupMultiStepLR",
+    "build_lr_scheduler",
+    "warmup_factor_at_iter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +158,67 @@ class WarmupMultiStepLR(LRScheduler):
         self._last_lr = lrs
 
 
+class WarmupCosineLR(WarmupMultiStepLR):
+    """``lr(it) = initial_lr * warmup(it) * (1 + cos(pi * it / max_iter)) / 2``, per group.
+
+    Decays from the initial lr to 0 at ``max_iter`` (and stays at 0 after). Warm-up, state
+    and stepping are those of :class:`WarmupMultiStepLR`; there are no steps.
+
+    Args:
+        optimizer: the optimizer whose groups' ``lr`` this sets.
+        max_iter: total updates (``SOLVER.MAX_ITER``), > 0.
+        warmup_factor, warmup_iters, warmup_method: as in :class:`WarmupMultiStepLR`.
+        last_epoch: index of the last update done; -1 for a new run.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        max_iter: int,
+        warmup_factor: float = 0.001,
+        warmup_iters: int = 0,
+        warmup_method: str = "linear",
+        last_epoch: int = -1,
+    ):
+        if max_iter <= 0:
+            raise ValueError(f"SOLVER.MAX_ITER must be > 0 for a cosine schedule, got {max_iter}.")
+        self.max_iter = int(max_iter)
+        super().__init__(
+            optimizer, steps=[], warmup_factor=warmup_factor, warmup_iters=warmup_iters,
+            warmup_method=warmup_method, last_epoch=last_epoch,
+        )
+
+    def lr_factor(self, iteration: int) -> float:
+        """The multiplier of every group's initial lr at update ``iteration``."""
+        warmup = warmup_factor_at_iter(
+            self.warmup_method, iteration, self.warmup_iters, self.warmup_factor
+        )
+        progress = min(iteration, self.max_iter) / self.max_iter
+        return warmup * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")  # SOLVER.LR_SCHEDULER_NAME values
+
+
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> WarmupMultiStepLR:
-    """:class:`WarmupMultiStepLR` from ``SOLVER.STEPS, GAMMA, WARMUP_FACTOR, WARMUP_ITERS,
-    WARMUP_METHOD, MAX_ITER``; step it once per update."""
+    """The schedule ``SOLVER.LR_SCHEDULER_NAME``: :class:`WarmupMultiStepLR` from
+    ``SOLVER.STEPS, GAMMA``, or :class:`WarmupCosineLR`; both with ``WARMUP_FACTOR,
+    WARMUP_ITERS, WARMUP_METHOD, MAX_ITER``. Step it once per update."""
     solver = cfg.SOLVER
+    if solver.LR_SCHEDULER_NAME not in LR_SCHEDULERS:
+        raise ValueError(
+            f"Unknown SOLVER.LR_SCHEDULER_NAME '{solver.LR_SCHEDULER_NAME}'; valid: "
+            f"{', '.join(repr(n) for n in LR_SCHEDULERS)}."
+        )
+    if solver.LR_SCHEDULER_NAME == "WarmupCosineLR":
+        return WarmupCosineLR(
+            optimizer,
+            max_iter=solver.MAX_ITER,
+            warmup_factor=solver.WARMUP_FACTOR,
+            warmup_iters=solver.WARMUP_ITERS,
+            warmup_method=solver.WARMUP_METHOD,
+        )
     return WarmupMultiStepLR(
         optimizer,
         steps=list(solver.STEPS),

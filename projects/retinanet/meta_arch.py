@@ -32,7 +32,7 @@ from detkit.modeling.meta_arch import detector_postprocess
 
 # Normalization, padding and ground-truth checks shared by detkit's meta-architectures.
 # Private in detkit today (see projects/retinanet/README.md, "Notes for detkit").
-from detkit.modeling.meta_arch.rcnn import _ImageBatchMixin
+from detkit.modeling.meta_arch import ImageBatchMixin
 from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
 from detkit.utils import comm
 from projects.retinanet.head import RetinaNetHead
@@ -49,7 +49,7 @@ def flatten_predictions(x: Tensor, values_per_anchor: int) -> Tensor:
 
 
 @META_ARCH_REGISTRY.register()
-class RetinaNet(_ImageBatchMixin, nn.Module):
+class RetinaNet(ImageBatchMixin, nn.Module):
     """Backbone -> dense class and box predictions on every anchor -> detections.
 
     Training: every anchor is matched to the ground truth (IoU >= 0.5 positive, < 0.4
@@ -129,7 +129,7 @@ class RetinaNet(_ImageBatchMixin, nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
         self.legacy_plus_one = legacy_plus_one
-        self._set_normalization(pixel_mean, pixel_std)
+        self.set_normalization(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:

@@ -305,3 +305,29 @@ def test_tiny_backbone_returns_the_requested_stages():
     assert set(only3(torch.rand(1, 3, 64, 96))) == {"stage3"}
     with pytest.raises(ValueError, match="MODEL.TINY.OUT_FEATURES"):
         TinyBackbone(out_features=["stage5"])
+
+
+def _receptive_field(backbone: nn.Module, size: int) -> int:
+    """Width of the input region that the central output cell depends on (all-ones weights,
+    positive input: every ReLU passes, so no gradient cancels)."""
+    for p in backbone.parameters():
+        nn.init.ones_(p) if p.dim() > 1 else nn.init.zeros_(p)
+    x = torch.ones(1, 3, size, size, requires_grad=True)
+    out = backbone(x)["stage4"]
+    out[0, 0, out.shape[2] // 2, out.shape[3] // 2].backward()
+    columns = x.grad[0, 0].abs().sum(0).nonzero()
+    return int(columns.max() - columns.min() + 1)
+
+
+def test_tiny_stage4_dilation_keeps_stride_8_and_grows_the_receptive_field():
+    strided = TinyBackbone(channels=[2, 2, 2, 2])
+    dilated = TinyBackbone(channels=[2, 2, 2, 2], stage4_dilation=2)
+    assert dilated(torch.rand(1, 3, 64, 96))["stage4"].shape == (1, 2, 8, 12)
+    assert dilated.output_shape()["stage4"].stride == 8
+    # By hand: stages 1-3 (3x3 convs at jumps 1, 2, 2, 4, 4, 8) reach 1 + 2 * (1+2+2+4+4+8)
+    # = 43 px. Strided stage 4 adds 2*8 (stride-2 conv) + 2*16 = 91; dilated stage 4 adds
+    # two convs of span 2 * 2 * 8 = 32 each: 107.
+    assert _receptive_field(strided, 256) == 91
+    assert _receptive_field(dilated, 256) == 107
+    with pytest.raises(ValueError, match="STAGE4_DILATION"):
+        TinyBackbone(stage4_dilation=4)

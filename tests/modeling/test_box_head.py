@@ -155,3 +155,29 @@ def test_build_from_config(name, input_shape, settings, expected_dim):
     incomplete = None if name == "Res5Head" else ShapeSpec(channels=input_shape.channels)
     with pytest.raises(ValueError, match="input_shape"):
         build_roi_box_head(cfg, input_shape=incomplete)
+
+
+@pytest.mark.parametrize("norm", ["BN", "GN"])
+def test_conv_fc_head_norm_matches_functional_computation(norm):
+    torch.manual_seed(0)
+    head = ConvFCHead(
+        in_channels=4, pooled_height=5, pooled_width=5, num_conv=1, conv_dim=8, num_fc=1,
+        fc_dim=64, norm=norm,
+    ).train()
+    # Normalized layers carry no bias: the norm's shift replaces it.
+    assert head.convs[0].bias is None and head.fcs[0].bias is None
+    x = torch.randn(6, 4, 5, 5)
+    y = head.convs[0](x)
+    if norm == "BN":  # statistics over RoIs (and positions), per channel
+        y = F.batch_norm(y, None, None, training=True)
+    else:  # 8 channels -> 8 groups of 1 channel, per RoI
+        y = F.group_norm(y, 8)
+    y = F.linear(F.relu(y).flatten(1), head.fcs[0].weight)
+    y = F.batch_norm(y, None, None, training=True) if norm == "BN" else F.group_norm(y, 32)
+    # (GN: 32 groups of 2 features.) Fresh norm layers have weight 1 and bias 0, so the affine part is the identity.
+    torch.testing.assert_close(head(x), F.relu(y))
+
+
+def test_conv_fc_head_rejects_unknown_norm():
+    with pytest.raises(ValueError, match="MODEL.ROI_BOX_HEAD.NORM"):
+        ConvFCHead(in_channels=4, pooled_height=5, pooled_width=5, norm="FrozenBN")

@@ -113,3 +113,37 @@ def test_build_from_config(name):
     assert pooler.output_shape() == ShapeSpec(channels=5, height=7, width=7)
     if name == "ROIAlign":
         assert pooler.sampling_ratio == 2 and pooler.aligned is False
+
+
+def test_concat_roi_align_is_each_maps_roi_align_side_by_side():
+    from torchvision.ops import roi_align
+
+    from detkit.modeling.poolers import ConcatROIAlign
+
+    g = torch.Generator().manual_seed(0)
+    fine, coarse = torch.randn(2, 3, 16, 20, generator=g), torch.randn(2, 5, 8, 10, generator=g)
+    rois = [boxes([8, 8, 60, 70]), boxes([0, 4, 30, 40], [3, 3, 120, 100])]
+    pooler = ConcatROIAlign(
+        output_size=4, spatial_scales=[1 / 8, 1 / 16], in_channels=[3, 5], sampling_ratio=2
+    )
+    out = pooler([fine, coarse], rois)
+    # Oracle: torchvision's RoIAlign on each map with its own scale, channels side by side.
+    tensors = [b.tensor for b in rois]
+    expected = torch.cat([
+        roi_align(fine, tensors, 4, 1 / 8, sampling_ratio=2, aligned=True),
+        roi_align(coarse, tensors, 4, 1 / 16, sampling_ratio=2, aligned=True),
+    ], dim=1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert pooler.output_shape() == ShapeSpec(channels=8, height=4, width=4)
+    with pytest.raises(ValueError, match="MODEL.ROI_HEADS.IN_FEATURES"):
+        pooler([fine], rois)
+
+
+def test_concat_roi_align_from_config():
+    cfg = get_cfg()
+    node = cfg.MODEL.ROI_HEADS.POOLER
+    node.NAME, node.SAMPLING_RATIO = "ConcatROIAlign", 2
+    shapes = [ShapeSpec(channels=4, stride=8), ShapeSpec(channels=6, stride=16)]
+    pooler = build_roi_pooler(cfg, node, input_shape=shapes)
+    assert [p.spatial_scale for p in pooler.poolers] == [1 / 8, 1 / 16]
+    assert pooler.output_shape() == ShapeSpec(channels=10, height=7, width=7)

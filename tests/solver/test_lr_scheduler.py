@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from detkit.config import get_cfg
-from detkit.solver import WarmupMultiStepLR, build_lr_scheduler, build_optimizer
+from detkit.solver import WarmupCosineLR, WarmupMultiStepLR, build_lr_scheduler, build_optimizer
 
 
 @pytest.fixture
@@ -161,3 +161,31 @@ def test_direct_construction_matches_the_formula():
     )
     lrs = [lr[0] for lr in _run(optimizer, scheduler, 8)]
     assert lrs == pytest.approx([0.25, 0.625, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125])
+
+
+def test_cosine_schedule_by_hand():
+    cfg = _cfg(LR_SCHEDULER_NAME="WarmupCosineLR", MAX_ITER=100)
+    optimizer, scheduler = _build(cfg)
+    assert isinstance(scheduler, WarmupCosineLR)
+    lrs = _run(optimizer, scheduler, 101)
+    expected = {
+        # warm-up x cosine: (0.001 * 0.5 + 0.5) * (1 + cos(pi * 5 / 100)) / 2
+        5: 0.01 * 0.5005 * 0.9938441702975689,
+        10: 0.01 * 0.9755282581475768,  # (1 + cos(pi / 10)) / 2, warm-up over
+        50: 0.005,  # half way: half the lr
+        75: 0.01 * 0.1464466094067262,  # (1 + cos(3 pi / 4)) / 2
+        100: 0.0,  # decayed to 0 at MAX_ITER
+    }
+    for iteration, lr in expected.items():
+        weight_lr, bias_lr = lrs[iteration]
+        assert weight_lr == pytest.approx(lr, rel=1e-12, abs=1e-15), iteration
+        assert bias_lr == pytest.approx(2 * lr, rel=1e-12, abs=1e-15), iteration
+    # Steps are ignored; the state round trip continues the same curve.
+    resumed_optimizer, resumed = _build(cfg)
+    resumed.load_state_dict(scheduler.state_dict())
+    assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx(lrs[100][0], abs=1e-15)
+
+
+def test_unknown_scheduler_name_names_the_key():
+    with pytest.raises(ValueError, match="SOLVER.LR_SCHEDULER_NAME"):
+        _build(_cfg(LR_SCHEDULER_NAME="Poly"))

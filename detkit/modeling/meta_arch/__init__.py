@@ -1,10 +1,16 @@
 """Meta-architectures: whole detectors assembled from registered components."""
 
 from detkit.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model, resolve_device
-from detkit.modeling.meta_arch.rcnn import GeneralizedRCNN, ProposalNetwork, detector_postprocess
+from detkit.modeling.meta_arch.rcnn import (
+    GeneralizedRCNN,
+    ImageBatchMixin,
+    ProposalNetwork,
+    detector_postprocess,
+)
 
 __all__ = [
     "GeneralizedRCNN",
+    "ImageBatchMixin",
     "META_ARCH_REGISTRY",
     "ProposalNetwork",
     "build_model",

@@ -14,11 +14,15 @@ from detkit.modeling.proposal_generator import build_proposal_generator
 from detkit.modeling.roi_heads import build_roi_heads
 from detkit.structures import Boxes, ImageList, Instances
 
-__all__ = ["GeneralizedRCNN", "ProposalNetwork", "detector_postprocess"]
+__all__ = ["GeneralizedRCNN", "ImageBatchMixin", "ProposalNetwork", "detector_postprocess"]
 
 
-class _ImageBatchMixin:
-    """Normalization and padding shared by the meta-architectures."""
+class ImageBatchMixin:
+    """Input handling shared by meta-architectures, for ``nn.Module`` subclasses with a
+    ``backbone``: call ``set_normalization(pixel_mean, pixel_std)`` in ``__init__``, then
+    ``preprocess_image`` (normalize, pad to the backbone's size divisibility, checked
+    inputs) and ``ground_truth`` (the ``instances`` of each input, checked, on the device).
+    Detectors outside detkit (e.g. ``projects/retinanet``) subclass it too."""
 
     backbone: Backbone
     pixel_mean: Tensor
@@ -28,7 +32,7 @@ class _ImageBatchMixin:
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def _set_normalization(self, pixel_mean: list[float], pixel_std: list[float]) -> None:
+    def set_normalization(self, pixel_mean: list[float], pixel_std: list[float]) -> None:
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(
                 f"MODEL.PIXEL_MEAN has {len(pixel_mean)} values but MODEL.PIXEL_STD has "
@@ -60,8 +64,20 @@ class _ImageBatchMixin:
             for x, im in zip(batched_inputs, images)
         ]
         batch = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        batch.tensor = batch.tensor.contiguous(memory_format=self.input_memory_format())
         batch.original_sizes = original_sizes
         return batch
+
+    def input_memory_format(self) -> torch.memory_format:
+        """The backbone's memory format (``channels_last`` when its first 4-D weight has
+        that layout, e.g. after ``model.to(memory_format=torch.channels_last)`` by
+        ``build_model``), which the image batch gets so the first conv need not convert."""
+        for weight in self.backbone.parameters():
+            if weight.dim() == 4 and weight.shape[-2:] != (1, 1):
+                if weight.is_contiguous(memory_format=torch.channels_last):
+                    return torch.channels_last
+                break
+        return torch.contiguous_format
 
     def ground_truth(self, batched_inputs: list[dict[str, Any]]) -> list[Instances]:
         gt = []
@@ -91,7 +107,7 @@ def detector_postprocess(
 
 
 @META_ARCH_REGISTRY.register()
-class GeneralizedRCNN(_ImageBatchMixin, nn.Module):
+class GeneralizedRCNN(ImageBatchMixin, nn.Module):
     """Backbone -> proposal generator -> ROI heads. Faster R-CNN is the config with an RPN
     and ``StandardROIHeads`` sharing one backbone.
 
@@ -115,7 +131,7 @@ class GeneralizedRCNN(_ImageBatchMixin, nn.Module):
         self.backbone = backbone
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
-        self._set_normalization(pixel_mean, pixel_std)
+        self.set_normalization(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:
@@ -153,7 +169,7 @@ class GeneralizedRCNN(_ImageBatchMixin, nn.Module):
 
 
 @META_ARCH_REGISTRY.register()
-class ProposalNetwork(_ImageBatchMixin, nn.Module):
+class ProposalNetwork(ImageBatchMixin, nn.Module):
     """Backbone -> RPN only: proposals as the output (the paper's RPN stages).
 
     Inference returns ``[{"proposals": Instances(proposal_boxes, objectness_logits)}]`` in
@@ -171,7 +187,7 @@ class ProposalNetwork(_ImageBatchMixin, nn.Module):
         super().__init__()
         self.backbone = backbone
         self.proposal_generator = proposal_generator
-        self._set_normalization(pixel_mean, pixel_std)
+        self.set_normalization(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:

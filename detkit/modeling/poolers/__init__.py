@@ -1,9 +1,12 @@
-"""RoI poolers: fixed-size region features (torchvision RoIPool / RoIAlign)."""
+"""RoI poolers: fixed-size region features (torchvision RoIPool / RoIAlign, and RoIAlign on
+several maps concatenated)."""
 
 from detkit.modeling.poolers.build import ROI_POOLER_REGISTRY, ROIPooler, build_roi_pooler
+from detkit.modeling.poolers.concat import ConcatROIAlign
 from detkit.modeling.poolers.roi_pool import ROIAlign, ROIPool, SingleMapROIPooler
 
 __all__ = [
+    "ConcatROIAlign",
     "ROIAlign",
     "ROIPool",
     "ROIPooler",

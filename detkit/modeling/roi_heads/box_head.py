@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from detkit.layers import ShapeSpec
+from detkit.layers import ShapeSpec, get_norm
 from detkit.modeling.backbone.vgg import VGG16_CLASSIFIER_TO_BOX_HEAD
 from detkit.modeling.roi_heads.build import ROI_BOX_HEAD_REGISTRY
 
 __all__ = ["ConvFCHead", "VGGFCHead", "pooled_input_shape"]
+
+_HEAD_NORMS = ("", "BN", "GN")  # FrozenBN needs pretrained statistics a new head lacks
 
 
 def pooled_input_shape(head: str, input_shape: ShapeSpec | None) -> dict:
@@ -141,6 +143,10 @@ class ConvFCHead(nn.Module):
         num_fc: number of fully connected layers.
         fc_dim: width of each fully connected layer.
         dropout: dropout probability after each fc; 0 disables it.
+        norm: normalization after each conv and each fc, before its ReLU: ``""`` (none),
+            ``"BN"`` (batch norm over the RoIs of the batch) or ``"GN"`` (group norm per
+            RoI). A head trained from scratch learns much faster with one (the layers then
+            have no bias).
     """
 
     def __init__(
@@ -154,6 +160,7 @@ class ConvFCHead(nn.Module):
         num_fc: int = 2,
         fc_dim: int = 1024,
         dropout: float = 0.0,
+        norm: str = "",
     ):
         super().__init__()
         if num_conv < 0 or num_fc < 0:
@@ -161,23 +168,36 @@ class ConvFCHead(nn.Module):
                 "ConvFCHead needs num_conv >= 0 and num_fc >= 0 (MODEL.ROI_BOX_HEAD.NUM_CONV, "
                 f"NUM_FC); got num_conv={num_conv}, num_fc={num_fc}."
             )
+        if norm not in _HEAD_NORMS:
+            raise ValueError(
+                f"ConvFCHead norm must be one of {_HEAD_NORMS}; got '{norm}' "
+                "(config key MODEL.ROI_BOX_HEAD.NORM)."
+            )
         self.dropout = dropout
         self.convs = nn.ModuleList()
+        self.conv_norms = nn.ModuleList()
         channels = in_channels
         for _ in range(num_conv):
-            conv = nn.Conv2d(channels, conv_dim, kernel_size=3, padding=1)
+            conv = nn.Conv2d(channels, conv_dim, kernel_size=3, padding=1, bias=not norm)
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
             self.convs.append(conv)
+            self.conv_norms.append(get_norm(norm, conv_dim) or nn.Identity())
             channels = conv_dim
         self.fcs = nn.ModuleList()
+        self.fc_norms = nn.ModuleList()
         self._output_dim = channels * pooled_height * pooled_width
         for _ in range(num_fc):
-            fc = nn.Linear(self._output_dim, fc_dim)
+            fc = nn.Linear(self._output_dim, fc_dim, bias=not norm)
             # Caffe's "xavier" fill (uniform, fan-in), as detectron2 uses for new fc layers.
             nn.init.kaiming_uniform_(fc.weight, a=1)
-            nn.init.zeros_(fc.bias)
+            if fc.bias is not None:
+                nn.init.zeros_(fc.bias)
             self.fcs.append(fc)
+            # Vectors [R, D]: BatchNorm1d; GroupNorm takes [R, D] as it is.
+            fc_norm = nn.BatchNorm1d(fc_dim) if norm == "BN" else get_norm(norm, fc_dim)
+            self.fc_norms.append(fc_norm or nn.Identity())
             self._output_dim = fc_dim
 
     @classmethod
@@ -189,15 +209,16 @@ class ConvFCHead(nn.Module):
             "num_fc": node.NUM_FC,
             "fc_dim": node.FC_DIM,
             "dropout": node.DROPOUT,
+            "norm": node.NORM,
         }
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: Tensor[R, C, P_h, P_w]`` pooled RoIs -> ``Tensor[R, D]`` (D: class docstring)."""
-        for conv in self.convs:
-            x = F.relu(conv(x))
+        for conv, norm in zip(self.convs, self.conv_norms):
+            x = F.relu(norm(conv(x)))
         x = x.flatten(1)
-        for fc in self.fcs:
-            x = F.relu(fc(x))
+        for fc, norm in zip(self.fcs, self.fc_norms):
+            x = F.relu(norm(fc(x)))
             if self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
         return x
