@@ -28,11 +28,10 @@ from detkit.modeling import (
     build_matcher,
     build_sampler,
 )
-from detkit.modeling.meta_arch import detector_postprocess
 
 # Normalization, padding and ground-truth checks shared by detkit's meta-architectures.
 # Private in detkit today (see projects/retinanet/README.md, "Notes for detkit").
-from detkit.modeling.meta_arch import ImageBatchMixin
+from detkit.modeling.meta_arch import ImageBatchMixin, detector_postprocess
 from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
 from detkit.utils import comm
 from projects.retinanet.head import RetinaNetHead

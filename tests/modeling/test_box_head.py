@@ -174,7 +174,8 @@ def test_conv_fc_head_norm_matches_functional_computation(norm):
         y = F.group_norm(y, 8)
     y = F.linear(F.relu(y).flatten(1), head.fcs[0].weight)
     y = F.batch_norm(y, None, None, training=True) if norm == "BN" else F.group_norm(y, 32)
-    # (GN: 32 groups of 2 features.) Fresh norm layers have weight 1 and bias 0, so the affine part is the identity.
+    # (GN: 32 groups of 2 features.) Fresh norm layers have weight 1 and bias 0, so the
+    # affine part is the identity.
     torch.testing.assert_close(head(x), F.relu(y))
 
 
