@@ -96,3 +96,19 @@ def test_unknown_key_on_the_command_line_fails_clearly(tiny_shapes_root):
     assert proc.returncode != 0
     assert "Unknown config key 'SOLVER.MAX_ITR'" in proc.stderr
     assert "SOLVER.MAX_ITER" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "config_file",
+    ["configs/quickstart/shapes.yaml", "projects/retinanet/configs/shapes_retinanet.yaml"],
+)
+def test_two_process_ddp_training_on_cpu(config_file, tiny_shapes_root, tmp_path):
+    # --num-gpus 2 without a GPU: two processes with gloo, one image each per iteration.
+    out = str(tmp_path)
+    run(["tools/train_net.py", "--config-file", config_file, "--num-gpus", "2", *SHORT,
+         "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out], tiny_shapes_root)
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "Rank 0 of 2" in log  # really distributed (rank 1 logs to the console only)
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read().strip() == "model_final.pth"
+    assert "Training: 4 iterations" in log
