@@ -9,7 +9,12 @@ from detkit.modeling.anchor_generator import (
     AnchorGenerator,
     build_anchor_generator,
 )
-from detkit.modeling.backbone import BACKBONE_REGISTRY, Backbone, build_backbone
+from detkit.modeling.backbone import (
+    BACKBONE_REGISTRY,
+    Backbone,
+    build_backbone,
+    select_feature_shapes,
+)
 from detkit.modeling.box_coder import BOX_CODER_REGISTRY, BoxCoder, build_box_coder
 from detkit.modeling.matcher import MATCHER_REGISTRY, Matcher, build_matcher
 from detkit.modeling.meta_arch import META_ARCH_REGISTRY, build_model
@@ -64,6 +69,7 @@ __all__ = [
     "Sampler",
     "build_anchor_generator",
     "build_backbone",
+    "select_feature_shapes",
     "build_box_coder",
     "build_matcher",
     "build_model",

@@ -27,10 +27,10 @@ from detkit.modeling import (
     build_box_coder,
     build_matcher,
     build_sampler,
+    select_feature_shapes,
 )
 
 # Normalization, padding and ground-truth checks shared by detkit's meta-architectures.
-# Private in detkit today (see projects/retinanet/README.md, "Notes for detkit").
 from detkit.modeling.meta_arch import ImageBatchMixin, detector_postprocess
 from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
 from detkit.utils import comm
@@ -135,13 +135,7 @@ class RetinaNet(ImageBatchMixin, nn.Module):
         r = cfg.MODEL.RETINANET
         backbone = build_backbone(cfg, input_shape=ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         shapes = backbone.output_shape()
-        missing = [f for f in r.IN_FEATURES if f not in shapes]
-        if missing:
-            raise KeyError(
-                f"MODEL.RETINANET.IN_FEATURES names {missing}, which the backbone "
-                f"{cfg.MODEL.BACKBONE.NAME} does not produce; it produces {sorted(shapes)}."
-            )
-        maps = [shapes[f] for f in r.IN_FEATURES]
+        maps = select_feature_shapes(shapes, list(r.IN_FEATURES), "MODEL.RETINANET.IN_FEATURES")
         channels = {s.channels for s in maps}
         if len(channels) != 1:
             raise ValueError(

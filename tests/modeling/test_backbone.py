@@ -331,3 +331,14 @@ def test_tiny_stage4_dilation_keeps_stride_8_and_grows_the_receptive_field():
     assert _receptive_field(dilated, 256) == 107
     with pytest.raises(ValueError, match="STAGE4_DILATION"):
         TinyBackbone(stage4_dilation=4)
+
+
+def test_select_feature_shapes_keeps_order_and_names_the_key():
+    from detkit.layers import ShapeSpec
+    from detkit.modeling import select_feature_shapes
+
+    shapes = {"stage3": ShapeSpec(channels=8, stride=8), "stage4": ShapeSpec(16, stride=16)}
+    assert select_feature_shapes(shapes, ["stage4", "stage3"], "K") == [
+        shapes["stage4"], shapes["stage3"]]
+    with pytest.raises(KeyError, match=r"MODEL.RPN.IN_FEATURES names \['res4'\].*stage3"):
+        select_feature_shapes(shapes, ["res4"], "MODEL.RPN.IN_FEATURES")

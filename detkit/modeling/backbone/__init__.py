@@ -1,6 +1,11 @@
 """Backbones: shared convolutional feature extractors."""
 
-from detkit.modeling.backbone.build import BACKBONE_REGISTRY, Backbone, build_backbone
+from detkit.modeling.backbone.build import (
+    BACKBONE_REGISTRY,
+    Backbone,
+    build_backbone,
+    select_feature_shapes,
+)
 from detkit.modeling.backbone.resnet import ResNetC4, build_torchvision_resnet
 from detkit.modeling.backbone.tiny import TinyBackbone
 from detkit.modeling.backbone.vgg import VGG16, VGG16_CLASSIFIER_TO_BOX_HEAD
@@ -10,6 +15,7 @@ __all__ = [
     "BACKBONE_REGISTRY",
     "Backbone",
     "build_backbone",
+    "select_feature_shapes",
     "ResNetC4",
     "build_torchvision_resnet",
     "TinyBackbone",

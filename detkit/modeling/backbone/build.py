@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from detkit.layers import ShapeSpec
 from detkit.registry import Registry, build_from_config
 
-__all__ = ["BACKBONE_REGISTRY", "Backbone", "build_backbone"]
+__all__ = ["BACKBONE_REGISTRY", "Backbone", "build_backbone", "select_feature_shapes"]
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
 BACKBONE_REGISTRY.__doc__ = """
@@ -46,3 +46,21 @@ def build_backbone(cfg, node=None, input_shape: ShapeSpec | None = None, **overr
     if input_shape is None:
         input_shape = ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))
     return build_from_config(BACKBONE_REGISTRY, cfg, node, input_shape, Backbone, **overrides)
+
+
+def select_feature_shapes(
+    shapes: dict[str, ShapeSpec], names: list[str], config_key: str
+) -> list[ShapeSpec]:
+    """The ``ShapeSpec`` of each of ``names`` (in that order) among the backbone's ``shapes``.
+
+    Raises:
+        KeyError: a name the backbone does not produce; the message names ``config_key``
+            (e.g. ``"MODEL.RPN.IN_FEATURES"``) and the maps it does produce.
+    """
+    missing = [name for name in names if name not in shapes]
+    if missing:
+        raise KeyError(
+            f"{config_key} names {missing}, which the backbone does not produce; it produces "
+            f"{sorted(shapes)}."
+        )
+    return [shapes[name] for name in names]

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from detkit.layers import ShapeSpec
 from detkit.modeling.anchor_generator import AnchorGenerator, build_anchor_generator
+from detkit.modeling.backbone import select_feature_shapes
 from detkit.modeling.box_coder import BoxCoder, build_box_coder
 from detkit.modeling.matcher import Matcher, build_matcher
 from detkit.modeling.proposal_generator.build import PROPOSAL_GENERATOR_REGISTRY, build_rpn_head
@@ -92,13 +93,7 @@ class RPN(nn.Module):
         rpn = cfg.MODEL.RPN
         if input_shape is None:
             raise ValueError("RPN needs input_shape: the backbone's {name: ShapeSpec}.")
-        missing = [f for f in rpn.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise KeyError(
-                f"MODEL.RPN.IN_FEATURES names {missing}, which the backbone does not produce; "
-                f"it produces {sorted(input_shape)}."
-            )
-        shapes = [input_shape[f] for f in rpn.IN_FEATURES]
+        shapes = select_feature_shapes(input_shape, list(rpn.IN_FEATURES), "MODEL.RPN.IN_FEATURES")
         return {
             "in_features": list(rpn.IN_FEATURES),
             "head": build_rpn_head(cfg, rpn.HEAD, input_shape=shapes),

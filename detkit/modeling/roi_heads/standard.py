@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from detkit.layers import ShapeSpec
+from detkit.modeling.backbone import select_feature_shapes
 from detkit.modeling.box_coder import BoxCoder, build_box_coder
 from detkit.modeling.matcher import Matcher, build_matcher
 from detkit.modeling.poolers import ROIPooler, build_roi_pooler
@@ -83,15 +84,10 @@ class StandardROIHeads(nn.Module):
     def from_config(cls, cfg, node, input_shape: dict[str, ShapeSpec] | None = None) -> dict:
         if input_shape is None:
             raise ValueError("StandardROIHeads needs input_shape: the backbone's ShapeSpecs.")
-        missing = [f for f in node.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise KeyError(
-                f"MODEL.ROI_HEADS.IN_FEATURES names {missing}, which the backbone does not "
-                f"produce; it produces {sorted(input_shape)}."
-            )
-        pooler = build_roi_pooler(
-            cfg, node.POOLER, input_shape=[input_shape[f] for f in node.IN_FEATURES]
+        shapes = select_feature_shapes(
+            input_shape, list(node.IN_FEATURES), "MODEL.ROI_HEADS.IN_FEATURES"
         )
+        pooler = build_roi_pooler(cfg, node.POOLER, input_shape=shapes)
         box_head = build_roi_box_head(cfg, input_shape=pooler.output_shape())
         predictor = FastRCNNOutputLayers(
             in_features=box_head.output_shape().channels,
