@@ -6,6 +6,8 @@
     python tools/train_net.py --config-file configs/faster_rcnn_vgg16.yaml --eval-only \
         MODEL.WEIGHTS output/faster_rcnn_vgg16/model_final.pth
     python tools/train_net.py --config-file ... --num-gpus 8     # DDP, one process per GPU
+    python tools/train_net.py --config-file configs/alternating/faster_rcnn_vgg16.yaml
+        # SOLVER.SCHEME alternating: the paper's 4-step training, --resume continues it
 
 Trailing KEY VALUE pairs override the config. Plugins listed in the config's IMPORTS are
 imported before anything is built, so projects need no training script of their own.
@@ -13,7 +15,6 @@ imported before anything is built, so projects need no training script of their 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -22,6 +23,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.engine import DefaultTrainer, default_argument_parser, launch, setup  # noqa: E402
+from detkit.engine.summary import (  # noqa: E402
+    summarize_results,
+    summary_message,
+    write_summary,
+)
 from detkit.utils import comm  # noqa: E402
 
 logger = logging.getLogger("detkit")
@@ -29,6 +35,7 @@ logger = logging.getLogger("detkit")
 
 def main(args) -> dict:
     cfg = setup(args)
+    datasets = list(cfg.DATASETS.TEST)
     if args.eval_only:
         from detkit.checkpoint import DetectionCheckpointer
         from detkit.modeling import build_model
@@ -37,27 +44,39 @@ def main(args) -> dict:
         DetectionCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        return DefaultTrainer.test(cfg, model)
+        results = DefaultTrainer.test(cfg, model)
+        if comm.is_main_process():
+            summary = {"eval_only": True, "weights": cfg.MODEL.WEIGHTS,
+                       **summarize_results(results)}
+            write_summary(cfg.OUTPUT_DIR, summary)
+            logger.info(f"{summary_message(summary, datasets)}. Outputs in {cfg.OUTPUT_DIR}")
+        return results
+    if cfg.SOLVER.SCHEME == "alternating":
+        from detkit.engine.alternating import AlternatingTrainer
+
+        return AlternatingTrainer(cfg).train(resume=args.resume)
+    if cfg.SOLVER.SCHEME != "joint":
+        raise ValueError(
+            f"SOLVER.SCHEME must be 'joint' or 'alternating'; got '{cfg.SOLVER.SCHEME}'."
+        )
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     start = time.perf_counter()
     results = trainer.train()
     if comm.is_main_process():
         summary = {
+            "scheme": "joint",
             "training_time_s": round(trainer.train_time, 1),
             "wall_time_s": round(time.perf_counter() - start, 1),
             "iterations": cfg.SOLVER.MAX_ITER,
+            "seed": cfg.SEED,
+            **summarize_results(results if isinstance(results, dict) else {}),
         }
-        ap50 = results.get("bbox", {}).get("AP50") if isinstance(results, dict) else None
-        if ap50 is not None:
-            summary["mAP@0.5"] = round(ap50 / 100, 4)
-        with open(os.path.join(cfg.OUTPUT_DIR, "summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-        message = f"Training time {trainer.train_time / 60:.1f} min"
-        if ap50 is not None:
-            datasets = ", ".join(cfg.DATASETS.TEST)
-            message = f"Final VOC mAP@0.5 on {datasets}: {ap50 / 100:.3f}. " + message
-        logger.info(message + f". Outputs in {cfg.OUTPUT_DIR}")
+        write_summary(cfg.OUTPUT_DIR, summary)
+        logger.info(
+            f"Final {summary_message(summary, datasets)}. Training time "
+            f"{trainer.train_time / 60:.1f} min. Outputs in {cfg.OUTPUT_DIR}"
+        )
     return results
 
 

@@ -316,10 +316,12 @@ class DetectionCheckpointer(Checkpointer):
                 "model's; those layers keep their initialization (expected when fine-tuning "
                 f"with another MODEL.ROI_HEADS.NUM_CLASSES):\n{lines}"
             )
+        # A model saved with frozen BatchNorm (FrozenBatchNorm2d, e.g. MODEL.FROZEN_MODULES)
+        # has no batch counter; BN's counter matters only without momentum: not worth a word.
         missing = [
             k
             for k in _filter_reused_missing_keys(self.model, incompatible.missing_keys)
-            if k not in skipped
+            if k not in skipped and not k.endswith("num_batches_tracked")
         ]
         if missing:
             message = (

@@ -23,6 +23,9 @@ _C.MODEL.WEIGHTS = ""  # checkpoint or ImageNet weights to load: path, URL or to
 _C.MODEL.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # mean per channel, INPUT.FORMAT order
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std; 1.0 for Caffe weights (0-255 input)
 _C.MODEL.LEGACY_PLUS_ONE = False  # width x2-x1+1 in IoU/encode/decode/clip (code)
+# Modules not trained: names in the model or glob patterns ("backbone", "backbone.stage[12]",
+# "proposal_generator.head", "roi_heads.box_head"); BatchNorm in them stays in eval mode.
+_C.MODEL.FROZEN_MODULES = []  # e.g. ["backbone"] in steps 3 and 4 of alternating training
 
 # Backbone: the shared convolutional feature extractor.
 _C.MODEL.BACKBONE = CN()  # BACKBONE_REGISTRY entry and shared options
@@ -63,6 +66,13 @@ _C.MODEL.RPN.PRE_NMS_TOPK_TEST = 6000  # proposals kept by objectness before NMS
 _C.MODEL.RPN.POST_NMS_TOPK_TEST = 300  # proposals kept after NMS, inference (paper: 300)
 _C.MODEL.RPN.NMS_THRESH = 0.7  # IoU threshold of proposal NMS
 _C.MODEL.RPN.MIN_SIZE = 16.0  # min side, pixels of the original image
+_C.MODEL.RPN.TEST_USE_OBJECTNESS = True  # False: "no cls" ablation, random proposals, no NMS
+_C.MODEL.RPN.TEST_USE_REGRESSION = True  # False: "no reg" ablation, the anchors are proposals
+
+# Proposals read from files (DATASETS.PROPOSAL_FILES_*): Fast R-CNN on stored proposals.
+_C.MODEL.PRECOMPUTED_PROPOSALS = CN()  # options of the PrecomputedProposals generator
+_C.MODEL.PRECOMPUTED_PROPOSALS.TOPK_TRAIN = 2000  # best proposals kept per image, training
+_C.MODEL.PRECOMPUTED_PROPOSALS.TOPK_TEST = 300  # best proposals kept per image, inference
 
 _C.MODEL.RPN.HEAD = CN()  # RPN_HEAD_REGISTRY entry
 _C.MODEL.RPN.HEAD.NAME = "StandardRPNHead"  # 3x3 conv + sibling 1x1 objectness and delta convs
@@ -150,6 +160,8 @@ _C.INPUT.FLIP_BY_DUPLICATION = False  # add a flipped copy of every image instea
 _C.DATASETS = CN()  # registered dataset names
 _C.DATASETS.TRAIN = []  # names concatenated for training, e.g. ["voc_2007_trainval"]
 _C.DATASETS.TEST = []  # names evaluated, e.g. ["voc_2007_test"]
+_C.DATASETS.PROPOSAL_FILES_TRAIN = []  # one proposals file (.npz) per DATASETS.TRAIN name
+_C.DATASETS.PROPOSAL_FILES_TEST = []  # one proposals file (.npz) per DATASETS.TEST name
 
 _C.DATALOADER = CN()  # data loading
 _C.DATALOADER.NUM_WORKERS = 2  # loader worker processes (0 = load in the main process)
@@ -178,6 +190,43 @@ _C.SOLVER.WARMUP_FACTOR = 0.001  # lr factor at the start of warm-up
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" (WARMUP_FACTOR -> 1) or "constant"
 _C.SOLVER.CHECKPOINT_PERIOD = 10000  # save a checkpoint every this many updates
 _C.SOLVER.CLIP_GRADIENTS = 0.0  # clip the gradient norm to this (0 = no clipping)
+_C.SOLVER.SCHEME = "joint"  # "joint" (approximate joint training) or "alternating" (4 steps)
 
 _C.TEST = CN()  # evaluation
 _C.TEST.EVAL_PERIOD = 0  # evaluate every this many updates during training (0 = only at the end)
+_C.TEST.PROPOSAL_TOPK = [50, 100, 300, 1000, 2000]  # proposal counts N of recall and AR@N
+_C.TEST.SAVE_PROPOSALS = True  # proposal models: write each test set's proposals.npz
+
+# ---------------------------------------------------------------------------------------------
+# 4-step alternating training (paper 3.2; SOLVER.SCHEME "alternating")
+# ---------------------------------------------------------------------------------------------
+_C.ALTERNATING = CN()  # the steps' schedules; steps run in OUTPUT_DIR/step<i>_<rpn|fast_rcnn>
+_C.ALTERNATING.SHARED_MODULES = ["backbone"]  # frozen in steps 3 and 4: the shared conv layers
+_C.ALTERNATING.DUMP_PRE_NMS_TOPK = -1  # proposals dumped after steps 1 and 3: no pre-NMS limit
+_C.ALTERNATING.DUMP_POST_NMS_TOPK = 2000  # and 2,000 kept after NMS (PAPER.md, RPN)
+# Released schedule: RPN steps 80k updates (lr step at 60k), 1 image; Fast R-CNN steps 40k
+# (step at 30k), 2 images per update. Other keys of a step go in its OPTS.
+_C.ALTERNATING.STEP1 = CN()  # RPN from the initial weights (MODEL.WEIGHTS)
+_C.ALTERNATING.STEP1.MAX_ITER = 80000  # updates of this step
+_C.ALTERNATING.STEP1.STEPS = [60000]  # lr x SOLVER.GAMMA at these updates of this step
+_C.ALTERNATING.STEP1.IMS_PER_BATCH = 1  # images per update
+_C.ALTERNATING.STEP1.ITER_SIZE = 1  # passes accumulated per update (alternating recipe: 1)
+_C.ALTERNATING.STEP1.OPTS = []  # other KEY VALUE overrides, e.g. ["SOLVER.BASE_LR", "0.01"]
+_C.ALTERNATING.STEP2 = CN()  # Fast R-CNN from the initial weights, on step 1's proposals
+_C.ALTERNATING.STEP2.MAX_ITER = 40000  # updates of this step
+_C.ALTERNATING.STEP2.STEPS = [30000]  # lr x SOLVER.GAMMA at these updates of this step
+_C.ALTERNATING.STEP2.IMS_PER_BATCH = 2  # images per update
+_C.ALTERNATING.STEP2.ITER_SIZE = 1  # passes accumulated per update (alternating recipe: 1)
+_C.ALTERNATING.STEP2.OPTS = []  # other KEY VALUE overrides, e.g. ["SOLVER.BASE_LR", "0.01"]
+_C.ALTERNATING.STEP3 = CN()  # RPN layers on step 2's frozen shared layers
+_C.ALTERNATING.STEP3.MAX_ITER = 80000  # updates of this step
+_C.ALTERNATING.STEP3.STEPS = [60000]  # lr x SOLVER.GAMMA at these updates of this step
+_C.ALTERNATING.STEP3.IMS_PER_BATCH = 1  # images per update
+_C.ALTERNATING.STEP3.ITER_SIZE = 1  # passes accumulated per update (alternating recipe: 1)
+_C.ALTERNATING.STEP3.OPTS = []  # other KEY VALUE overrides, e.g. ["SOLVER.BASE_LR", "0.01"]
+_C.ALTERNATING.STEP4 = CN()  # Fast R-CNN layers on step 3's proposals, shared layers frozen
+_C.ALTERNATING.STEP4.MAX_ITER = 40000  # updates of this step
+_C.ALTERNATING.STEP4.STEPS = [30000]  # lr x SOLVER.GAMMA at these updates of this step
+_C.ALTERNATING.STEP4.IMS_PER_BATCH = 2  # images per update
+_C.ALTERNATING.STEP4.ITER_SIZE = 1  # passes accumulated per update (alternating recipe: 1)
+_C.ALTERNATING.STEP4.OPTS = []  # other KEY VALUE overrides, e.g. ["SOLVER.BASE_LR", "0.01"]

@@ -28,6 +28,12 @@ from detkit.data.datasets import (
     register_pascal_voc,
 )
 from detkit.data.mapper import DatasetMapper, read_image
+from detkit.data.proposals import (
+    ProposalFile,
+    attach_precomputed_proposals,
+    load_proposals,
+    save_proposals,
+)
 from detkit.data.samplers import (
     AspectRatioGroupedBatchSampler,
     InferenceSampler,
@@ -40,9 +46,11 @@ register_all_builtin(datasets_root())
 __all__ = [
     "SHAPE_CLASSES", "VOC_CLASSES", "AspectRatioGroupedBatchSampler", "DatasetCatalog",
     "DatasetFromList", "DatasetMapper", "InferenceSampler", "MapDataset", "Metadata",
-    "MetadataCatalog", "TrainingSampler", "aspect_ratio_group_ids",
+    "MetadataCatalog", "ProposalFile", "TrainingSampler", "aspect_ratio_group_ids",
+    "attach_precomputed_proposals",
     "build_detection_test_loader", "build_detection_train_loader", "datasets",
     "duplicate_with_flips", "generate_shapes", "get_detection_dataset_dicts", "load_coco_json",
-    "load_voc_instances", "read_image", "register_all_builtin", "register_coco_instances",
-    "register_pascal_voc", "trivial_batch_collator", "worker_init_reset_seed",
+    "load_proposals", "load_voc_instances", "read_image", "register_all_builtin",
+    "register_coco_instances",
+    "register_pascal_voc", "save_proposals", "trivial_batch_collator", "worker_init_reset_seed",
 ]

@@ -20,6 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from detkit.data.catalog import DatasetCatalog, MetadataCatalog
 from detkit.data.mapper import DatasetMapper
+from detkit.data.proposals import attach_precomputed_proposals
 from detkit.data.samplers import (
     AspectRatioGroupedBatchSampler,
     InferenceSampler,
@@ -33,7 +34,7 @@ from detkit.utils import comm
 __all__ = [
     "DatasetFromList", "MapDataset", "build_detection_test_loader",
     "build_detection_train_loader", "duplicate_with_flips", "get_detection_dataset_dicts",
-    "trivial_batch_collator", "worker_init_reset_seed",
+    "proposal_files_of_test_set", "trivial_batch_collator", "worker_init_reset_seed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def _usable(annotation: dict) -> bool:
 
 
 def get_detection_dataset_dicts(
-    names: str | Sequence[str], filter_empty: bool = True
+    names: str | Sequence[str],
+    filter_empty: bool = True,
+    proposal_files: Sequence[str] | None = None,
 ) -> list[dict]:
     """The dicts of one or several registered datasets, concatenated in order.
 
@@ -53,10 +56,17 @@ def get_detection_dataset_dicts(
         names: dataset names (e.g. ``DATASETS.TRAIN``); they must share ``thing_classes``.
         filter_empty: drop images with no object that training can use (none, or only
             difficult / crowd objects).
+        proposal_files: one proposals file per name (``DATASETS.PROPOSAL_FILES_TRAIN``),
+            attached to its dicts by image id (:func:`attach_precomputed_proposals`).
     """
     names = [names] if isinstance(names, str) else list(names)
     if not names:
         raise ValueError("No dataset names given (is DATASETS.TRAIN / DATASETS.TEST empty?).")
+    if proposal_files and len(proposal_files) != len(names):
+        raise ValueError(
+            f"{len(proposal_files)} proposal files for {len(names)} datasets {names}: "
+            "DATASETS.PROPOSAL_FILES_TRAIN / _TEST need one file per dataset, in order."
+        )
     classes = {
         n: MetadataCatalog.get(n).get("thing_classes") if n in MetadataCatalog else None
         for n in names
@@ -68,10 +78,12 @@ def get_detection_dataset_dicts(
             + "; ".join(f"'{n}': {c}" for n, c in known.items())
         )
     dicts: list[dict] = []
-    for name in names:
+    for index, name in enumerate(names):
         part = DatasetCatalog.get(name)
         if not part:
             raise ValueError(f"Dataset '{name}' is empty (its registered function returned []).")
+        if proposal_files:
+            part = attach_precomputed_proposals(part, proposal_files[index])
         dicts.extend(part)
     if filter_empty:
         before = len(dicts)
@@ -182,7 +194,9 @@ def build_detection_train_loader(
             f"({world_size})."
         )
     dicts = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        cfg.DATASETS.TRAIN,
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        proposal_files=list(cfg.DATASETS.PROPOSAL_FILES_TRAIN),
     )
     if cfg.INPUT.FLIP_BY_DUPLICATION:
         dicts = duplicate_with_flips(dicts)
@@ -216,10 +230,25 @@ def build_detection_test_loader(
         mapper: default ``DatasetMapper(cfg, is_train=False)``.
         multiprocessing_context: as in :func:`build_detection_train_loader`.
     """
-    dicts = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+    proposal_files = proposal_files_of_test_set(cfg, dataset_name)
+    dicts = get_detection_dataset_dicts([dataset_name], False, proposal_files)
     dataset = MapDataset(DatasetFromList(dicts), mapper or DatasetMapper(cfg, is_train=False))
     batch_sampler = BatchSampler(InferenceSampler(len(dicts)), 1, drop_last=False)
     return _data_loader(cfg, dataset, batch_sampler, 0, multiprocessing_context)
+
+
+def proposal_files_of_test_set(cfg: Any, dataset_name: str) -> list[str]:
+    """``[file]`` of ``dataset_name`` from ``DATASETS.PROPOSAL_FILES_TEST`` (matched by its
+    position in ``DATASETS.TEST``), or ``[]`` when none is configured for it."""
+    files, names = list(cfg.DATASETS.PROPOSAL_FILES_TEST), list(cfg.DATASETS.TEST)
+    if not files:
+        return []
+    if len(files) != len(names):
+        raise ValueError(
+            f"DATASETS.PROPOSAL_FILES_TEST has {len(files)} files for {len(names)} test "
+            f"datasets {names}; give one file per DATASETS.TEST name, in order."
+        )
+    return [files[names.index(dataset_name)]] if dataset_name in names else []
 
 
 def _data_loader(

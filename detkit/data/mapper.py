@@ -24,6 +24,9 @@ __all__ = ["DatasetMapper", "read_image"]
 
 logger = logging.getLogger(__name__)
 
+# Keys of precomputed proposals in a dataset dict (attach_precomputed_proposals).
+_PROPOSAL_KEYS = ("proposal_boxes", "proposal_objectness_logits")
+
 
 def read_image(file_name: str, image_format: str = "BGR", image_id: Any = None) -> np.ndarray:
     """Read an image with OpenCV as uint8 [H, W, 3] in ``image_format`` channel order.
@@ -148,6 +151,9 @@ class DatasetMapper:
             (0-255, ``image_format`` order, resized) and, in training, ``"instances"``:
             ``Instances((H, W), gt_boxes=Boxes [N, 4], gt_classes=int64 Tensor[N])`` and
             ``"num_degenerate_boxes"``. ``"height"`` / ``"width"`` stay the original size.
+            A dict with precomputed proposals (``"proposal_boxes"``, see
+            :func:`detkit.data.attach_precomputed_proposals`) also gives ``"proposals"``:
+            ``Instances((H, W), proposal_boxes, objectness_logits)`` moved with the image.
         """
         image_id = dataset_dict.get("image_id")
         image = read_image(dataset_dict["file_name"], self.image_format, image_id)
@@ -180,15 +186,46 @@ class DatasetMapper:
         boxes = np.array([a["bbox"] for a in annotations], dtype=np.float32).reshape(-1, 4)
         image, boxes = apply_transforms(transforms, image, boxes)
 
-        out = {k: v for k, v in dataset_dict.items() if k not in ("annotations", "aug_seed")}
+        dropped = ("annotations", "aug_seed", *_PROPOSAL_KEYS)
+        out = {k: v for k, v in dataset_dict.items() if k not in dropped}
         out["height"], out["width"] = height, width
         out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        if "proposal_boxes" in dataset_dict:
+            out["proposals"] = self._proposals(dataset_dict, transforms, (new_h, new_w))
         if self.is_train:
             classes = np.array([a["category_id"] for a in annotations], dtype=np.int64)
             out["instances"], out["num_degenerate_boxes"] = self._instances(
                 boxes, classes, (new_h, new_w), dataset_dict
             )
         return out
+
+    def _proposals(self, source: dict, transforms: list, image_size: tuple[int, int]) -> Instances:
+        """The dict's precomputed proposals (original-image pixels, continuous) moved with the
+        image: resized, flipped, clipped, without boxes left empty; in the model's width
+        convention, in decreasing objectness."""
+        boxes = np.asarray(source["proposal_boxes"], dtype=np.float32).reshape(-1, 4)
+        logits = np.asarray(
+            source.get("proposal_objectness_logits", np.zeros(len(boxes))), dtype=np.float32
+        ).reshape(-1)
+        if len(logits) != len(boxes):
+            raise ValueError(
+                f"{source.get('file_name')} (image_id {source.get('image_id')!r}) has "
+                f"{len(boxes)} proposal boxes but {len(logits)} objectness values."
+            )
+        for t in transforms:
+            boxes = t.apply_boxes(boxes)
+        boxes = clip_boxes(boxes, *image_size)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, logits = boxes[keep], logits[keep]
+        order = np.argsort(-logits, kind="stable")
+        boxes, logits = boxes[order], logits[order]
+        if self.legacy_plus_one:
+            boxes = boxes - np.array([0, 0, 1, 1], dtype=boxes.dtype)
+        return Instances(
+            image_size,
+            proposal_boxes=Boxes(torch.from_numpy(boxes), legacy_plus_one=self.legacy_plus_one),
+            objectness_logits=torch.from_numpy(logits),
+        )
 
     def _instances(
         self, boxes: np.ndarray, classes: np.ndarray, image_size: tuple[int, int], source: dict

@@ -209,7 +209,9 @@ class DefaultTrainer:
         for name in cfg.DATASETS.TEST:
             loader = build_detection_test_loader(cfg, name)
             output_dir = os.path.join(cfg.OUTPUT_DIR, "inference", name)
-            evaluator = build_evaluator(cfg, name, output_dir)
+            evaluator = build_evaluator(
+                cfg, name, output_dir, getattr(model, "output_kind", "instances")
+            )
             results[name] = inference_on_dataset(model, loader, evaluator)
             if comm.is_main_process():
                 print_results(name, results[name])

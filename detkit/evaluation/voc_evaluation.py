@@ -31,7 +31,8 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
     (``x2 - 1``, ``y2 - 1``) and IoU uses ``+1`` widths: exactly the devkit's computation.
 
     Results (percent): ``{"bbox": {"AP": mean over the 10 IoU thresholds, "AP50", "AP75",
-    "AP50-<class>": per-class AP at IoU 0.5}}``. A class with no non-difficult ground truth
+    "AP50-<class>": per-class AP at IoU 0.5}}``, plus ``"AP50_area"`` with the 11-point metric:
+    the area AP at IoU 0.5, which does not saturate as the 11-point one does. A class with no non-difficult ground truth
     has AP NaN and is left out of every mean (the devkit would divide by zero).
 
     Args:
@@ -205,7 +206,7 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
             det_boxes.append(boxes)
             det_scores.append(scores)
             det_classes.append(classes)
-        result = voc_eval(
+        arguments = dict(
             det_image_ids=np.concatenate(det_image_ids) if det_image_ids else [],
             det_boxes=np.concatenate(det_boxes) if det_boxes else [],
             det_scores=np.concatenate(det_scores) if det_scores else [],
@@ -215,7 +216,13 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
             num_classes=len(self.thing_classes), iou_thresholds=self.iou_thresholds,
             use_07_metric=self.use_07_metric, legacy_plus_one=self.legacy_plus_one,
         )
+        result = voc_eval(**arguments)
         metrics = self._metrics(result)
+        if self.use_07_metric:
+            # The 11-point AP saturates near 0.909 when a class never reaches full recall:
+            # the area under the precision envelope at IoU 0.5 is reported beside it.
+            area = voc_eval(**{**arguments, "iou_thresholds": (0.5,), "use_07_metric": False})
+            metrics["AP50_area"] = float(area.mean_ap()[0] * 100)
         self._log(result, metrics)
         if self.output_dir:
             self._write(predictions, result, metrics)

@@ -1,6 +1,14 @@
 """Small layers and shape descriptions shared by the modeling packages."""
 
+from detkit.layers.freeze import freeze_modules_by_name
 from detkit.layers.norm import NORM_NAMES, convert_frozen_batchnorm, freeze_module, get_norm
 from detkit.layers.shape_spec import ShapeSpec
 
-__all__ = ["NORM_NAMES", "ShapeSpec", "convert_frozen_batchnorm", "freeze_module", "get_norm"]
+__all__ = [
+    "NORM_NAMES",
+    "ShapeSpec",
+    "convert_frozen_batchnorm",
+    "freeze_module",
+    "freeze_modules_by_name",
+    "get_norm",
+]

@@ -82,8 +82,17 @@ def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def _stay_in_eval_mode(module: nn.Module, inputs: tuple) -> None:
+    module.training = False  # a forward pre-hook: runs before every forward, in any mode
+
+
 def freeze_module(module: nn.Module) -> nn.Module:
-    """Freeze ``module``: no parameter requires a gradient, BatchNorm becomes FrozenBN.
+    """Freeze ``module``: no parameter requires a gradient, its BatchNorm stops learning.
+
+    ``BatchNorm2d`` becomes ``FrozenBatchNorm2d`` (fixed statistics and affine, as buffers);
+    other BatchNorm layers (e.g. ``BatchNorm1d`` after a box head's fc) keep their type and
+    are held in eval mode at every forward, so they normalize with their running statistics
+    and never update them.
 
     Returns:
         The frozen module (a new object only when ``module`` itself is a BatchNorm2d); assign
@@ -92,4 +101,10 @@ def freeze_module(module: nn.Module) -> nn.Module:
     module = convert_frozen_batchnorm(module)
     for parameter in module.parameters():
         parameter.requires_grad_(False)
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and not getattr(
+            layer, "_detkit_frozen", False
+        ):
+            layer._detkit_frozen = True
+            layer.register_forward_pre_hook(_stay_in_eval_mode)
     return module

@@ -137,6 +137,12 @@ def test_hand_built_case_through_the_evaluator(use_07_metric, expected, caplog):
                                          use_07_metric=use_07_metric, iou_thresholds=[0.5])
     bbox50 = run(only50, dataset, {7: HAND_CASE_OUTPUT})["bbox"]
     assert bbox50["AP"] == pytest.approx(100 * expected) and "AP75" not in bbox50
+    # Beside the 11-point AP, the area AP of the same detections (2/3 by hand); the area
+    # metric alone has nothing to add.
+    if use_07_metric:
+        assert bbox["AP50_area"] == pytest.approx(100 * 2 / 3)
+    else:
+        assert "AP50_area" not in bbox
 
 
 def test_class_without_ground_truth_is_nan_and_left_out_of_the_mean(caplog):

@@ -139,8 +139,13 @@ def run_proposal_generator(name):
     backbone, feats = features_of(cfg, images.tensor)
     gen = build_proposal_generator(cfg, input_shape=backbone.output_shape())
     gen.train()
-    proposals, losses = gen(images, feats, [gt_instances()])
+    # Proposals that came with the input (a precomputed file): generators that make their
+    # own ignore them, PrecomputedProposals passes them on.
+    given = [Instances((96, 128), proposal_boxes=Boxes(torch.tensor([[5.0, 5.0, 50.0, 60.0]])),
+                       objectness_logits=torch.tensor([1.0]))]
+    proposals, losses = gen(images, feats, [gt_instances()], given)
     assert len(proposals) == 1 and all(torch.isfinite(v) for v in losses.values())
+    assert len(proposals[0]) > 0
 
 
 def run_roi_heads(name):

@@ -13,7 +13,7 @@ from detkit.modeling.matcher.iou_matcher import IoUMatcher
 from detkit.modeling.proposal_generator import RPN, StandardRPNHead, build_proposal_generator
 from detkit.modeling.proposal_generator.proposals import find_top_proposals
 from detkit.modeling.sampler.balanced import BalancedPositiveNegativeSampler
-from detkit.structures import Boxes, ImageList, Instances
+from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
 
 
 def make_rpn(**overrides) -> RPN:
@@ -184,3 +184,61 @@ def test_forward_training_and_inference_counts():
     assert losses == {} and all(len(p) <= 3 for p in proposals)
     # Clipped to each image's own size.
     assert proposals[1].proposal_boxes.tensor[:, 3].max() <= 48
+
+
+def _ablation_rpn(**overrides) -> RPN:
+    # 3 x 4 map, stride 16, one 16-px anchor per cell; the head predicts a constant shift.
+    rpn = make_rpn(min_size=0.0, nms_thresh=0.7, pre_nms_topk=(100, 100), **overrides)
+    with torch.no_grad():
+        rpn.head.anchor_deltas.weight.zero_()
+        num_anchors = rpn.head.anchor_deltas.bias.numel() // 4
+        shift = torch.tensor([0.25, 0.0, 0.0, 0.0]).repeat(num_anchors)  # +4 px in x
+        rpn.head.anchor_deltas.bias.copy_(shift)
+    return rpn.eval()
+
+
+def test_no_regression_ablation_gives_the_anchors_as_proposals():
+    features = {"f": torch.rand(1, 4, 3, 4)}
+    images = ImageList(torch.zeros(1, 3, 48, 64), [(48, 64)])
+    rpn = _ablation_rpn(post_nms_topk=(12, 12))
+    anchors = torch.cat(rpn.anchor_generator([features["f"]]))
+    with torch.no_grad():
+        shifted = rpn(images, features)[0][0].proposal_boxes.tensor
+        rpn.test_use_regression = False
+        plain = rpn(images, features)[0][0].proposal_boxes.tensor
+    # Without the deltas the proposals are the anchors, clipped to the 48 x 64 image; with
+    # them every box first moves 4 px right.
+    key = lambda t: sorted(map(tuple, t.tolist()))  # noqa: E731
+    limits = torch.tensor([64.0, 48.0, 64.0, 48.0])
+    assert key(plain) == key(torch.minimum(anchors.clamp(min=0), limits))
+    moved = anchors + torch.tensor([4.0, 0.0, 4.0, 0.0])
+    assert key(shifted) == key(torch.minimum(moved.clamp(min=0), limits))
+
+
+def test_no_objectness_ablation_draws_n_boxes_without_nms():
+    features = {"f": torch.rand(1, 4, 3, 4)}
+    images = ImageList(torch.zeros(1, 3, 48, 64), [(48, 64)])
+    # Two anchors per cell, 16 and 18 px: IoU (16/18)^2 = 0.79 > 0.7, so NMS keeps one of
+    # each pair (12 of 24); without the objectness there is no NMS: 10 of the 24 drawn.
+    two = dict(anchor_generator=DefaultAnchorGenerator(sizes=[16, 18], aspect_ratios=[1.0],
+                                                       strides=[16]),
+               head=StandardRPNHead(in_channels=4, num_anchors=2))
+    rpn = _ablation_rpn(post_nms_topk=(24, 24), **two)
+    with torch.no_grad():
+        assert len(rpn(images, features)[0][0]) == 12
+        rpn.test_use_objectness = False
+        rpn.post_nms_topk = (10, 10)
+        first = rpn(images, features)[0][0].proposal_boxes.tensor
+        again = rpn(images, features)[0][0].proposal_boxes.tensor
+    assert len(first) == 10 and torch.equal(first, again)  # a fixed random draw
+    ious = pairwise_iou(Boxes(first), Boxes(first)).fill_diagonal_(0)
+    rpn.test_use_objectness = True
+    assert (ious > 0.7).any()  # overlapping pairs survive: no NMS
+
+
+def test_ablation_keys_reach_the_rpn():
+    cfg = get_cfg()
+    cfg.MODEL.RPN.TEST_USE_OBJECTNESS = False
+    cfg.MODEL.RPN.TEST_USE_REGRESSION = False
+    rpn = build_proposal_generator(cfg, input_shape={"conv5_3": ShapeSpec(channels=8, stride=16)})
+    assert rpn.test_use_objectness is False and rpn.test_use_regression is False

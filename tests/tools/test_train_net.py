@@ -45,7 +45,7 @@ def test_quickstart_short_run_writes_everything(quickstart_run):
         assert os.path.isfile(os.path.join(out, name)), name
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["iterations"] == 4 and 0.0 <= summary["mAP@0.5"] <= 1.0
-    assert "Final VOC mAP@0.5 on shapes_test" in proc.stdout
+    assert "Final mAP@0.5 on shapes_test" in proc.stdout
     lines = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
     evaluated = sorted({r["iteration"] for r in lines if "bbox/AP50" in r})
     assert evaluated == [1, 3]  # TEST.EVAL_PERIOD 2 and the end

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
+from detkit.layers import freeze_modules_by_name
 from detkit.registry import Registry, build_from_config
 
 __all__ = ["MEMORY_FORMATS", "META_ARCH_REGISTRY", "build_model", "resolve_device",
            "resolve_memory_format"]
+
+logger = logging.getLogger(__name__)
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")  # MODEL.MEMORY_FORMAT values
 
@@ -21,7 +26,9 @@ image with ``"image": Tensor[C, H, W]`` (and, in training, ``"instances"`` holdi
 ``gt_boxes`` and ``gt_classes``; optionally ``"height"``/``"width"`` of the original
 image). In training it returns a dict of scalar losses; in inference a list with one dict
 per image, ``{"instances": Instances(pred_boxes, scores, pred_classes)}`` (or
-``{"proposals": ...}`` for proposal-only models) in original image coordinates.
+``{"proposals": ...}`` for proposal-only models) in original image coordinates. A class
+attribute ``output_kind`` ("instances" or "proposals"; "instances" when absent) names which,
+so that the evaluation of a config picks detection AP or proposal recall.
 """
 
 
@@ -53,13 +60,16 @@ def resolve_memory_format(name: str, device: torch.device) -> torch.memory_forma
 
 
 def build_model(cfg, **overrides) -> nn.Module:
-    """Build ``cfg.MODEL.META_ARCHITECTURE`` and move it to ``MODEL.DEVICE`` in
-    ``MODEL.MEMORY_FORMAT`` (4-D weights; the meta-architectures give their image batch
-    the same format, and feature maps follow)."""
+    """Build ``cfg.MODEL.META_ARCHITECTURE``, freeze ``MODEL.FROZEN_MODULES`` and move it to
+    ``MODEL.DEVICE`` in ``MODEL.MEMORY_FORMAT`` (4-D weights; the meta-architectures give
+    their image batch the same format, and feature maps follow)."""
     model = build_from_config(
         META_ARCH_REGISTRY, cfg, cfg.MODEL, None, nn.Module, name_key="META_ARCHITECTURE",
         **overrides,
     )
+    if cfg.MODEL.FROZEN_MODULES:
+        frozen = freeze_modules_by_name(model, list(cfg.MODEL.FROZEN_MODULES))
+        logger.info("Frozen (MODEL.FROZEN_MODULES): %s", ", ".join(frozen))
     device = resolve_device(cfg.MODEL.DEVICE)
     memory_format = resolve_memory_format(cfg.MODEL.MEMORY_FORMAT, device)
     return model.to(device=device, memory_format=memory_format)

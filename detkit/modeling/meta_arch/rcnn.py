@@ -79,6 +79,20 @@ class ImageBatchMixin:
                 break
         return torch.contiguous_format
 
+    def input_proposals(self, batched_inputs: list[dict[str, Any]]) -> list[Instances] | None:
+        """The ``"proposals"`` that came with the inputs (precomputed proposal files), on the
+        device, or None when the inputs have none."""
+        if not any("proposals" in x for x in batched_inputs):
+            return None
+        missing = [x.get("image_id", i) for i, x in enumerate(batched_inputs)
+                   if "proposals" not in x]
+        if missing:
+            raise ValueError(
+                f"Inputs with image_id {missing} have no 'proposals' while others of the batch "
+                "do; every image needs its precomputed proposals."
+            )
+        return [x["proposals"].to(self.device) for x in batched_inputs]
+
     def ground_truth(self, batched_inputs: list[dict[str, Any]]) -> list[Instances]:
         gt = []
         for i, x in enumerate(batched_inputs):
@@ -118,6 +132,9 @@ class GeneralizedRCNN(ImageBatchMixin, nn.Module):
         pixel_mean, pixel_std: per-channel normalization of the input images.
     """
 
+    #: What inference returns per image; evaluators are chosen by it (detection AP here).
+    output_kind = "instances"
+
     def __init__(
         self,
         *,
@@ -151,16 +168,18 @@ class GeneralizedRCNN(ImageBatchMixin, nn.Module):
         Args:
             batched_inputs: per image ``{"image": Tensor[C, H, W]`` (resized, in
                 ``INPUT.FORMAT``, 0-255), ``"instances": Instances(gt_boxes, gt_classes)``
-                (training), ``"height"``, ``"width"`` (original size, optional)``}``.
+                (training), ``"height"``, ``"width"`` (original size, optional),
+                ``"proposals"`` (precomputed, for ``PrecomputedProposals``; optional)``}``.
         """
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
+        given = self.input_proposals(batched_inputs)
         if self.training:
             gt = self.ground_truth(batched_inputs)
-            proposals, proposal_losses = self.proposal_generator(images, features, gt)
+            proposals, proposal_losses = self.proposal_generator(images, features, gt, given)
             _, detector_losses = self.roi_heads(images, features, proposals, gt)
             return {**proposal_losses, **detector_losses}
-        proposals, _ = self.proposal_generator(images, features, None)
+        proposals, _ = self.proposal_generator(images, features, None, given)
         detections, _ = self.roi_heads(images, features, proposals, None)
         return [
             {"instances": detector_postprocess(det, h, w)}
@@ -175,6 +194,9 @@ class ProposalNetwork(ImageBatchMixin, nn.Module):
     Inference returns ``[{"proposals": Instances(proposal_boxes, objectness_logits)}]`` in
     original image coordinates.
     """
+
+    #: What inference returns per image; evaluators are chosen by it (proposal recall here).
+    output_kind = "proposals"
 
     def __init__(
         self,
@@ -205,7 +227,8 @@ class ProposalNetwork(ImageBatchMixin, nn.Module):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         gt = self.ground_truth(batched_inputs) if self.training else None
-        proposals, losses = self.proposal_generator(images, features, gt)
+        given = self.input_proposals(batched_inputs)
+        proposals, losses = self.proposal_generator(images, features, gt, given)
         if self.training:
             return losses
         return [

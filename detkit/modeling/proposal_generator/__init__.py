@@ -1,4 +1,4 @@
-"""Proposal generators: the RPN and its head."""
+"""Proposal generators: the RPN and its head, and proposals computed beforehand."""
 
 from detkit.modeling.proposal_generator.build import (
     PROPOSAL_GENERATOR_REGISTRY,
@@ -6,12 +6,14 @@ from detkit.modeling.proposal_generator.build import (
     build_proposal_generator,
     build_rpn_head,
 )
+from detkit.modeling.proposal_generator.precomputed import PrecomputedProposals
 from detkit.modeling.proposal_generator.proposals import find_top_proposals
 from detkit.modeling.proposal_generator.rpn import RPN
 from detkit.modeling.proposal_generator.rpn_head import StandardRPNHead
 
 __all__ = [
     "PROPOSAL_GENERATOR_REGISTRY",
+    "PrecomputedProposals",
     "RPN",
     "RPN_HEAD_REGISTRY",
     "StandardRPNHead",

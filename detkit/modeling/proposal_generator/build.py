@@ -20,9 +20,12 @@ Proposal generators: class-agnostic candidate boxes for the ROI heads (e.g. the 
 
 A member is an ``nn.Module`` built with ``input_shape`` the backbone's
 ``{name: ShapeSpec}``. ``forward(images: ImageList, features: dict[str, Tensor],
-gt_instances: list[Instances] | None)`` returns ``(proposals, losses)``: one
-``Instances(proposal_boxes: Boxes, objectness_logits: Tensor[P])`` per image, in the padded
-input's pixels, sorted by objectness; and a dict of scalar losses (empty at inference).
+gt_instances: list[Instances] | None, input_proposals: list[Instances] | None = None)``
+returns ``(proposals, losses)``: one ``Instances(proposal_boxes: Boxes, objectness_logits:
+Tensor[P])`` per image, in the padded input's pixels, sorted by objectness; and a dict of
+scalar losses (empty at inference). ``input_proposals`` are the proposals that came with the
+inputs (the dataset mapper's ``"proposals"``, from ``DATASETS.PROPOSAL_FILES_*``), or None:
+``PrecomputedProposals`` passes them on, generators that compute their own ignore them.
 """
 
 RPN_HEAD_REGISTRY = Registry("RPN_HEAD")

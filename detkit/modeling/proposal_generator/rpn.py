@@ -45,6 +45,11 @@ class RPN(nn.Module):
         nms_thresh: IoU of proposal NMS.
         min_size: minimum proposal side at the original image scale.
         legacy_plus_one: the ``x2 - x1 + 1`` width convention.
+        test_use_objectness: False gives the paper's "no cls" ablation at inference: the
+            objectness is not used, proposals are ``post_nms_topk`` boxes drawn at random
+            (a fixed seed), with no ranking and no NMS.
+        test_use_regression: False gives the "no reg" ablation at inference: the proposals
+            are the anchors themselves (clipped), the box deltas are not applied.
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class RPN(nn.Module):
         nms_thresh: float = 0.7,
         min_size: float = 16.0,
         legacy_plus_one: bool = False,
+        test_use_objectness: bool = True,
+        test_use_regression: bool = True,
     ):
         super().__init__()
         if loss_normalization not in _NORMALIZATIONS:
@@ -87,6 +94,8 @@ class RPN(nn.Module):
         self.nms_thresh = nms_thresh
         self.min_size = min_size
         self.legacy_plus_one = legacy_plus_one
+        self.test_use_objectness = test_use_objectness
+        self.test_use_regression = test_use_regression
 
     @classmethod
     def from_config(cls, cfg, node, input_shape: dict[str, ShapeSpec] | None = None) -> dict:
@@ -110,6 +119,8 @@ class RPN(nn.Module):
             "nms_thresh": rpn.NMS_THRESH,
             "min_size": rpn.MIN_SIZE,
             "legacy_plus_one": cfg.MODEL.LEGACY_PLUS_ONE,
+            "test_use_objectness": rpn.TEST_USE_OBJECTNESS,
+            "test_use_regression": rpn.TEST_USE_REGRESSION,
         }
 
     def forward(
@@ -117,6 +128,7 @@ class RPN(nn.Module):
         images: ImageList,
         features: dict[str, Tensor],
         gt_instances: list[Instances] | None = None,
+        input_proposals: list[Instances] | None = None,
     ) -> tuple[list[Instances], dict[str, Tensor]]:
         """Proposals for each image and, in training, ``loss_rpn_cls`` and ``loss_rpn_loc``.
 
@@ -124,6 +136,7 @@ class RPN(nn.Module):
             images: the padded batch (its sizes and scale factors are used).
             features: backbone outputs by name.
             gt_instances: per image ``Instances(gt_boxes, ...)``, required in training.
+            input_proposals: ignored: the RPN makes its own (the registry's contract).
         """
         maps = [features[f] for f in self.in_features]
         anchors = torch.cat(self.anchor_generator(maps), dim=0)
@@ -152,16 +165,25 @@ class RPN(nn.Module):
                 anchors, pred_logits, pred_deltas, labels, target_boxes, num_locations
             )
         mode = 0 if self.training else 1
+        pre_nms_topk, nms_thresh = self.pre_nms_topk[mode], self.nms_thresh
+        pred_logits, pred_deltas = pred_logits.detach(), pred_deltas.detach()
+        if not self.training and not self.test_use_regression:
+            pred_deltas = torch.zeros_like(pred_deltas)  # decoding zero deltas gives the anchors
+        if not self.training and not self.test_use_objectness:
+            # A random ranking of the boxes, the same for every run; NMS at IoU 1 keeps all.
+            generator = torch.Generator().manual_seed(0)
+            pred_logits = torch.rand(pred_logits.shape, generator=generator).to(pred_logits)
+            pre_nms_topk, nms_thresh = pred_logits.shape[1], 1.0
         proposals = find_top_proposals(
             anchors,
-            pred_logits.detach(),
-            pred_deltas.detach(),
+            pred_logits,
+            pred_deltas,
             self.box_coder,
             images.image_sizes,
             images.scale_factors(),
-            pre_nms_topk=self.pre_nms_topk[mode],
+            pre_nms_topk=pre_nms_topk,
             post_nms_topk=self.post_nms_topk[mode],
-            nms_thresh=self.nms_thresh,
+            nms_thresh=nms_thresh,
             min_size=self.min_size,
             legacy_plus_one=self.legacy_plus_one,
         )
