@@ -1,5 +1,5 @@
 """Evaluation: running a model over a test set (``inference_on_dataset``) and scoring it with
-the PASCAL VOC devkit's rules or with pycocotools."""
+the PASCAL VOC devkit's rules or with pycocotools; proposal recall for proposal models."""
 
 from detkit.evaluation.build import EVALUATOR_TYPES, build_evaluator
 from detkit.evaluation.coco_evaluation import COCOEvaluator, dataset_dicts_to_coco
@@ -8,6 +8,13 @@ from detkit.evaluation.evaluator import (
     DatasetEvaluators,
     inference_context,
     inference_on_dataset,
+)
+from detkit.evaluation.proposal_dump import ProposalFileWriter
+from detkit.evaluation.proposal_evaluation import (
+    FINE_IOU_THRESHOLDS,
+    OBJECT_SIZE_RANGES,
+    ProposalEvaluator,
+    top_n_max_iou,
 )
 from detkit.evaluation.testing import format_table, print_results
 from detkit.evaluation.voc_evaluation import PascalVOCDetectionEvaluator
@@ -25,7 +32,11 @@ __all__ = [
     "DatasetEvaluator",
     "DatasetEvaluators",
     "EVALUATOR_TYPES",
+    "FINE_IOU_THRESHOLDS",
+    "OBJECT_SIZE_RANGES",
     "PascalVOCDetectionEvaluator",
+    "ProposalEvaluator",
+    "ProposalFileWriter",
     "VOCEvalResult",
     "box_iou_numpy",
     "build_evaluator",
@@ -34,6 +45,7 @@ __all__ = [
     "inference_context",
     "inference_on_dataset",
     "print_results",
+    "top_n_max_iou",
     "voc_ap",
     "voc_eval",
 ]

@@ -8,6 +8,7 @@ import os
 from detkit.evaluation.coco_evaluation import COCOEvaluator
 from detkit.evaluation.evaluator import DatasetEvaluator, DatasetEvaluators
 from detkit.evaluation.proposal_dump import ProposalFileWriter
+from detkit.evaluation.proposal_evaluation import ProposalEvaluator
 from detkit.evaluation.voc_evaluation import PascalVOCDetectionEvaluator
 
 __all__ = ["EVALUATOR_TYPES", "build_evaluator"]
@@ -44,8 +45,6 @@ def build_evaluator(
         meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
         output_kind = getattr(meta_arch, "output_kind", "instances")
     if output_kind == "proposals":
-        from detkit.evaluation.proposal_evaluation import ProposalEvaluator
-
         evaluators: list[DatasetEvaluator] = [
             ProposalEvaluator(**ProposalEvaluator.from_config(cfg, dataset_name, output_dir))
         ]

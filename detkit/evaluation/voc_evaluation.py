@@ -32,8 +32,9 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
 
     Results (percent): ``{"bbox": {"AP": mean over the 10 IoU thresholds, "AP50", "AP75",
     "AP50-<class>": per-class AP at IoU 0.5}}``, plus ``"AP50_area"`` with the 11-point metric:
-    the area AP at IoU 0.5, which does not saturate as the 11-point one does. A class with no non-difficult ground truth
-    has AP NaN and is left out of every mean (the devkit would divide by zero).
+    the area AP at IoU 0.5, which does not saturate as the 11-point one does. A class with no
+    non-difficult ground truth has AP NaN and is left out of every mean (the devkit would
+    divide by zero).
 
     Args:
         dataset_dicts: the dataset (``image_id``, ``annotations`` with ``bbox`` XYXY,

@@ -112,3 +112,32 @@ def test_two_process_ddp_training_on_cpu(config_file, tiny_shapes_root, tmp_path
     with open(os.path.join(out, "last_checkpoint")) as f:
         assert f.read().strip() == "model_final.pth"
     assert "Training: 4 iterations" in log
+
+
+def test_rpn_only_config_trains_evaluates_recall_and_writes_proposals(tiny_shapes_root, tmp_path):
+    # A ProposalNetwork config gets the proposal evaluator, not the VOC one (which has no
+    # detections to score), and its evaluation writes the test set's proposals file.
+    out = str(tmp_path / "rpn")
+    proc = run(["tools/train_net.py", "--config-file", "configs/quickstart/rpn_shapes.yaml",
+                *SHORT, "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out], tiny_shapes_root)
+    assert "Final Proposal recall on shapes_test: AR@50" in proc.stdout
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    metrics = json.load(open(os.path.join(out, "inference", "shapes_test",
+                                          "proposal_metrics.json")))
+    ar100 = metrics["average_recall"]["all"]["100"]  # percent in the evaluator's file
+    assert summary["AR@100"] == pytest.approx(round(ar100 / 100, 4))
+    for name in ("proposals.npz", "recall_vs_iou.png", "recall_vs_proposals.png"):
+        assert os.path.isfile(os.path.join(out, "inference", "shapes_test", name)), name
+    # --eval-only of the trained RPN: summary and proposals again, without training.
+    evaluated = str(tmp_path / "eval")
+    run(["tools/train_net.py", "--config-file", "configs/quickstart/rpn_shapes.yaml",
+         "--eval-only", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+         "MODEL.TINY.CHANNELS", "[8, 16, 16, 32]", "OUTPUT_DIR", evaluated], tiny_shapes_root)
+    again = json.load(open(os.path.join(evaluated, "summary.json")))
+    assert again["eval_only"] and again["AR@100"] == summary["AR@100"]
+    from detkit.data import load_proposals
+
+    first = load_proposals(os.path.join(out, "inference", "shapes_test", "proposals.npz"))
+    second = load_proposals(os.path.join(evaluated, "inference", "shapes_test", "proposals.npz"))
+    assert first.image_ids == second.image_ids
+    assert first.boxes.tolist() == second.boxes.tolist()
