@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from detkit.evaluation.evaluator import DatasetEvaluator
+from detkit.evaluation.recall_plots import plot_recall_vs_iou, plot_recall_vs_proposals
 from detkit.evaluation.testing import format_table, json_safe
 from detkit.evaluation.voc_metric import COCO_IOU_THRESHOLDS, box_iou_numpy
 from detkit.utils import comm
@@ -367,36 +368,8 @@ class ProposalEvaluator(DatasetEvaluator):
         )
 
     def _plot(self, report: dict) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        def save(fig, ax, xlabel: str, title: str, file_name: str) -> None:
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("recall (%)")
-            ax.set_ylim(0, 100)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend()
-            ax.set_title(f"{title}: {self.dataset_name}")
-            fig.tight_layout()
-            fig.savefig(os.path.join(self.output_dir, file_name), dpi=100)
-            plt.close(fig)
-
-        # Paper Figure 4: recall against IoU for 300, 1,000 and 2,000 proposals.
-        fig, ax = plt.subplots(figsize=(5.5, 4.5))
-        for n in [n for n in _CURVE_TOPK if n in self.topk] or self.topk:
-            ax.plot(report["fine_iou_thresholds"], report["recall_fine"][str(n)],
-                    label=f"{n} proposals")
-        ax.set_xlim(0.5, 1.0)
-        save(fig, ax, "IoU threshold", "Recall vs IoU", "recall_vs_iou.png")
-
-        fig, ax = plt.subplots(figsize=(5.5, 4.5))
-        for label, key in [("recall at IoU 0.5", "recall_at_0.5"),
-                           ("recall at IoU 0.7", "recall_at_0.7"), ("AR", "average_recall")]:
-            values = report[key]["all"]
-            ax.plot(self.topk, [values[str(n)] for n in self.topk], marker="o", label=label)
-        ax.set_xscale("log")
-        ax.set_xticks(self.topk, [str(n) for n in self.topk])
-        ax.minorticks_off()
-        save(fig, ax, "number of proposals N", "Recall vs proposals", "recall_vs_proposals.png")
+        curves = [n for n in _CURVE_TOPK if n in self.topk] or list(self.topk)
+        plot_recall_vs_iou(report, curves, os.path.join(self.output_dir, "recall_vs_iou.png"),
+                           f"Recall vs IoU: {self.dataset_name}")
+        plot_recall_vs_proposals(report, os.path.join(self.output_dir, "recall_vs_proposals.png"),
+                                 f"Recall vs proposals: {self.dataset_name}")
