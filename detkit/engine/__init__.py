@@ -1,5 +1,7 @@
-"""Training and evaluation: the loop, its hooks, launching processes, and the default trainer."""
+"""Training and evaluation: the loop, its hooks, launching processes, the default trainer and
+4-step alternating training."""
 
+from detkit.engine.alternating import AlternatingTrainer
 from detkit.engine.defaults import (
     DefaultTrainer,
     default_argument_parser,
@@ -19,6 +21,7 @@ from detkit.engine.launch import launch
 from detkit.engine.train_loop import HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
+    "AlternatingTrainer",
     "DefaultTrainer",
     "EvalHook",
     "HookBase",

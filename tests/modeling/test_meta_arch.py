@@ -14,7 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MODEL_CONFIGS = sorted(
     os.path.relpath(p, ROOT)
     for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)
+    # configs/sweeps/ holds sweep files (tools/sweep.py), not model configs.
     if not os.path.basename(p).startswith("Base-")
+    and os.path.relpath(p, ROOT).split(os.sep)[1] != "sweeps"
 )
 
 
