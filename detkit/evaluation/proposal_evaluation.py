@@ -24,7 +24,7 @@ import numpy as np
 from detkit.evaluation.evaluator import DatasetEvaluator
 from detkit.evaluation.recall_plots import plot_recall_vs_iou, plot_recall_vs_proposals
 from detkit.evaluation.testing import format_table, json_safe
-from detkit.evaluation.voc_metric import COCO_IOU_THRESHOLDS, box_iou_numpy
+from detkit.evaluation.voc_metric import COCO_IOU_THRESHOLDS, box_iou_numpy, describe_iou_thresholds
 from detkit.utils import comm
 
 __all__ = ["FINE_IOU_THRESHOLDS", "OBJECT_SIZE_RANGES", "ProposalEvaluator", "top_n_max_iou"]
@@ -247,12 +247,7 @@ class ProposalEvaluator(DatasetEvaluator):
     def describe_rules(self) -> str:
         """The rules this evaluation follows, in words."""
         widths = "x2 - x1 + 1 (legacy_plus_one)" if self.legacy_plus_one else "x2 - x1"
-        if len(self.iou_thresholds) == len(COCO_IOU_THRESHOLDS) and np.allclose(
-            self.iou_thresholds, COCO_IOU_THRESHOLDS
-        ):
-            thresholds = "0.50:0.05:0.95"
-        else:
-            thresholds = ", ".join(f"{t:g}" for t in self.iou_thresholds)
+        thresholds = describe_iou_thresholds(self.iou_thresholds)
         return (
             "top N proposals by objectness; an object is recalled at IoU t when its best IoU "
             f"with them is >= t (no one-to-one assignment; IoU widths {widths}); AR@N: mean "

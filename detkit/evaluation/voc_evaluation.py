@@ -11,7 +11,13 @@ import numpy as np
 
 from detkit.evaluation.evaluator import DatasetEvaluator
 from detkit.evaluation.testing import format_table, json_safe
-from detkit.evaluation.voc_metric import COCO_IOU_THRESHOLDS, VOCEvalResult, voc_ap, voc_eval
+from detkit.evaluation.voc_metric import (
+    COCO_IOU_THRESHOLDS,
+    VOCEvalResult,
+    describe_iou_thresholds,
+    voc_ap,
+    voc_eval,
+)
 from detkit.utils import comm
 
 __all__ = ["PascalVOCDetectionEvaluator", "voc_ap", "voc_eval"]
@@ -170,12 +176,7 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
             if self.legacy_plus_one
             else "IoU > 0.5 strictly, continuous widths x2 - x1"
         )
-        if len(self.iou_thresholds) == len(COCO_IOU_THRESHOLDS) and np.allclose(
-            self.iou_thresholds, COCO_IOU_THRESHOLDS
-        ):
-            thresholds = "0.50:0.05:0.95"
-        else:
-            thresholds = ", ".join(f"{t:g}" for t in self.iou_thresholds)
+        thresholds = describe_iou_thresholds(self.iou_thresholds)
         return (
             f"metric: {metric}; match: {iou}, duplicates are false positives; difficult: "
             "not counted as positives, detections matched to them neither TP nor FP; "

@@ -31,6 +31,7 @@ __all__ = [
     "ELEVEN_RECALL_POINTS",
     "VOCEvalResult",
     "box_iou_numpy",
+    "describe_iou_thresholds",
     "voc_ap",
     "voc_eval",
 ]
@@ -42,6 +43,15 @@ ELEVEN_RECALL_POINTS = np.arange(11) / 10
 
 # IoU thresholds 0.50, 0.55, ..., 0.95 of the COCO-style "AP" (rounded so 0.75 is exact).
 COCO_IOU_THRESHOLDS = tuple(float(t) for t in np.round(0.5 + 0.05 * np.arange(10), 2))
+
+
+def describe_iou_thresholds(thresholds: tuple[float, ...]) -> str:
+    """``"0.50:0.05:0.95"`` for COCO's ten thresholds, else the values: for rule texts."""
+    if len(thresholds) == len(COCO_IOU_THRESHOLDS) and np.allclose(
+        thresholds, COCO_IOU_THRESHOLDS
+    ):
+        return "0.50:0.05:0.95"
+    return ", ".join(f"{t:g}" for t in thresholds)
 
 
 def box_iou_numpy(boxes1: np.ndarray, boxes2: np.ndarray, legacy_plus_one: bool) -> np.ndarray:

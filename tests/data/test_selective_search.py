@@ -20,6 +20,7 @@ from detkit.data.selective_search import (
     selective_search,
 )
 from detkit.data.selective_search import search as ss_module
+from detkit.evaluation import box_iou_numpy
 
 # Flat rectangles (x1, y1, x2, y2; continuous pixels) on a plain grey background, far apart.
 RECTANGLES = [(16, 24, 64, 72), (96, 16, 184, 56), (56, 96, 144, 144)]
@@ -34,12 +35,7 @@ def flat_rectangles_image(height: int = 160, width: int = 200) -> np.ndarray:
 
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    return inter / (area + areas - inter)
+    return box_iou_numpy(np.asarray(box, np.float64)[None], boxes, False)[0]
 
 
 def write_images(folder, sizes: list[tuple[int, int]]) -> list[dict]:
