@@ -141,6 +141,11 @@ class AlternatingTrainer:
             f"{cfg.MODEL.META_ARCHITECTURE} with {cfg.MODEL.PROPOSAL_GENERATOR.NAME}, weights "
             f"{cfg.MODEL.WEIGHTS or '(none)'}, frozen {list(cfg.MODEL.FROZEN_MODULES) or 'none'}"
         )
+        if step == 3:
+            logger.info(
+                "Step 3 takes step 2's backbone (frozen) and trains new RPN layers: step 2's ROI "
+                "heads are not part of this step, so the checkpointer lists them as unused."
+            )
         if step == 4:
             self._write_step4_weights()
         if comm.is_main_process():
