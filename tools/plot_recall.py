@@ -26,8 +26,12 @@ from detkit.evaluation.recall_plots import (  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("methods", nargs="+", metavar="LABEL=PATH",
-                        help="a method's label and its proposal_metrics.json")
+    parser.add_argument(
+        "methods",
+        nargs="+",
+        metavar="LABEL=PATH",
+        help="a method's label and its proposal_metrics.json",
+    )
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--topk", type=int, nargs="+", default=[300, 1000, 2000])
     parser.add_argument("--title", default="")

@@ -67,29 +67,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Example: python tools/selective_search.py --dataset shapes_train "
-               "--output-dir output/selective_search",
+        "--output-dir output/selective_search",
     )
-    parser.add_argument("--dataset", action="append", required=True, metavar="NAME",
-                        help="a registered dataset name (repeat for several)")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="a registered dataset name (repeat for several)",
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--output-dir", metavar="DIR", help="write DIR/<dataset>.npz")
     where.add_argument("--output", metavar="FILE", help="the .npz file (one --dataset only)")
-    parser.add_argument("--mode", choices=SELECTIVE_SEARCH_MODES, default="fast",
-                        help="OpenCV's SS setting (default: fast, the paper's)")
-    parser.add_argument("--max-proposals", type=_positive_int, default=2000, metavar="N",
-                        help="at most N boxes per image, SS's first ones (default: 2000)")
-    parser.add_argument("--min-size", type=_non_negative_float, default=DEFAULT_MIN_SIZE,
-                        metavar="PX", help="drop boxes narrower or lower than PX pixels "
-                        f"(default: {DEFAULT_MIN_SIZE:g})")
-    parser.add_argument("--resize-to", type=_positive_int, default=None, metavar="S",
-                        help="run SS on a copy whose shorter side is S px (default: original)")
-    parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="worker processes, 0 or 1: none (default: the number of cores)")
-    parser.add_argument("--max-images", type=int, default=0, metavar="N",
-                        help="only the first N images (a timing run; the file covers only "
-                        "them) (default 0: all)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of SS's random ranking (default: 0)")
+    parser.add_argument(
+        "--mode",
+        choices=SELECTIVE_SEARCH_MODES,
+        default="fast",
+        help="OpenCV's SS setting (default: fast, the paper's)",
+    )
+    parser.add_argument(
+        "--max-proposals",
+        type=_positive_int,
+        default=2000,
+        metavar="N",
+        help="at most N boxes per image, SS's first ones (default: 2000)",
+    )
+    parser.add_argument(
+        "--min-size",
+        type=_non_negative_float,
+        default=DEFAULT_MIN_SIZE,
+        metavar="PX",
+        help=f"drop boxes narrower or lower than PX pixels (default: {DEFAULT_MIN_SIZE:g})",
+    )
+    parser.add_argument(
+        "--resize-to",
+        type=_positive_int,
+        default=None,
+        metavar="S",
+        help="run SS on a copy whose shorter side is S px (default: original)",
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes, 0 or 1: none (default: the number of cores)",
+    )
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only the first N images (a timing run; the file covers only them) (default 0: all)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of SS's random ranking (default: 0)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -120,14 +153,21 @@ def main(argv: list[str] | None = None) -> int:
                 dicts = dicts[: args.max_images]
             output = args.output or os.path.join(args.output_dir, f"{name}.npz")
             run = compute_selective_search_proposals(
-                dicts, output, mode=args.mode, max_proposals=args.max_proposals,
-                min_size=args.min_size, resize_to=args.resize_to, seed=args.seed,
-                num_workers=args.num_workers, progress=not args.no_progress,
+                dicts,
+                output,
+                mode=args.mode,
+                max_proposals=args.max_proposals,
+                min_size=args.min_size,
+                resize_to=args.resize_to,
+                seed=args.seed,
+                num_workers=args.num_workers,
+                progress=not args.no_progress,
             )
             per_image = (
                 f"{run.seconds_per_image:.3f} s/image per process "
                 f"({run.cpu_seconds_per_image:.3f} s CPU)"
-                if not math.isnan(run.seconds_per_image) else "all images resumed"
+                if not math.isnan(run.seconds_per_image)
+                else "all images resumed"
             )
             resumed = f" ({run.num_resumed} resumed)" if run.num_resumed else ""
             print(

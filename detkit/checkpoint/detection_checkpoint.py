@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from fvcore.common.checkpoint import Checkpointer, _filter_reused_missing_keys
@@ -21,6 +20,7 @@ from detkit.checkpoint.imagenet import (
     resolve_torchvision_url,
 )
 from detkit.utils import comm
+from detkit.utils.io import atomic_write
 
 __all__ = ["DetectionCheckpointer", "atomic_write"]
 
@@ -29,38 +29,6 @@ logger = logging.getLogger(__name__)
 _LAST_CHECKPOINT = "last_checkpoint"  # file in save_dir naming the newest checkpoint (fvcore)
 _IMAGENET_MARKER = "__imagenet_format__"  # set by _load_file, consumed by _load_model
 _MAX_GROUPS_SHOWN = 20
-
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file so that ``path`` is either its old version or the complete new one.
-
-    ``write`` fills a temporary file in the same directory (``.<name>.<random>.tmp``, so
-    it is never taken for a ``.pth`` checkpoint); the file is flushed to disk and then
-    renamed over ``path`` with ``os.replace``, which is atomic on POSIX and Windows. If
-    ``write`` raises, the temporary file is removed and ``path`` is untouched.
-
-    Args:
-        path: final local file path; its directory must exist.
-        write: called with the temporary file opened in binary write mode.
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp_path = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp_path, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _summarize_keys(keys: Iterable[str]) -> str:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from detkit.utils.io import atomic_write
+
 __all__ = [
     "PROPOSAL_FILE_VERSION",
     "ProposalFile",
@@ -73,9 +75,7 @@ class ProposalFile:
                 f"{where} has {len(image_ids)} image ids but {len(counts)} counts; the file is "
                 "damaged: write it again."
             )
-        if (counts < 0).any() or counts.sum() != len(boxes) or len(boxes) != len(
-            objectness_logits
-        ):
+        if (counts < 0).any() or counts.sum() != len(boxes) or len(boxes) != len(objectness_logits):
             raise ValueError(
                 f"{where} is inconsistent: counts sum to {int(counts.sum())}, with "
                 f"{len(boxes)} boxes and {len(objectness_logits)} scores; write it again."
@@ -129,8 +129,8 @@ def save_proposals(
 ) -> None:
     """Write a proposals file (see the module docstring for the format).
 
-    Each image's proposals are stored in decreasing objectness. The file is written to a
-    temporary name and renamed, so ``path`` is never left half-written.
+    Each image's proposals are stored in decreasing objectness. The file is written
+    atomically (:func:`detkit.utils.io.atomic_write`): ``path`` is never left half-written.
 
     Args:
         path: the ``.npz`` file to write (its folder is created).
@@ -168,14 +168,16 @@ def save_proposals(
         "format_version": np.asarray(PROPOSAL_FILE_VERSION, dtype=np.int64),
         "source": np.asarray(source, dtype=np.str_),
     }
-    ProposalFile(arrays["image_ids"], arrays["counts"], arrays["boxes"],
-                 arrays["objectness_logits"], source, path)  # validates before writing
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    ProposalFile(
+        arrays["image_ids"],
+        arrays["counts"],
+        arrays["boxes"],
+        arrays["objectness_logits"],
+        source,
+        path,
+    )  # validates before writing
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     logger.info("Wrote %d proposals of %d images to %s", len(arrays["boxes"]), len(ids), path)
 
 
@@ -205,8 +207,14 @@ def load_proposals(path: str) -> ProposalFile:
                     f"version {PROPOSAL_FILE_VERSION}. Write the file again."
                 )
             source = str(data["source"]) if "source" in data.files else ""
-            return ProposalFile(data["image_ids"], data["counts"], data["boxes"],
-                                data["objectness_logits"], source, path)
+            return ProposalFile(
+                data["image_ids"],
+                data["counts"],
+                data["boxes"],
+                data["objectness_logits"],
+                source,
+                path,
+            )
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ValueError(f"Cannot read the proposals file {path}: {e}. Write it again.") from e
     except ValueError as e:
@@ -237,8 +245,10 @@ def attach_precomputed_proposals(dataset_dicts: list[dict], proposal_file: str) 
         )
     extra = len(proposals) - len(attached)
     logger.info(
-        "Attached proposals from %s (%s) to %d images%s.", proposal_file,
-        proposals.source or "unknown source", len(attached),
+        "Attached proposals from %s (%s) to %d images%s.",
+        proposal_file,
+        proposals.source or "unknown source",
+        len(attached),
         f"; {extra} other images of the file unused" if extra > 0 else "",
     )
     return attached

@@ -19,6 +19,7 @@ and continues the interrupted one from its last checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from detkit.config import CfgNode
 from detkit.engine.defaults import DefaultTrainer, seed_all_rng
 from detkit.engine.summary import summarize_results, summary_message, write_summary
 from detkit.utils import comm
+from detkit.utils.io import atomic_write, atomic_write_text
 
 __all__ = ["STEP_FOLDERS", "AlternatingTrainer"]
 
@@ -128,8 +130,6 @@ class AlternatingTrainer:
         return self._finish(time.perf_counter() - start)
 
     def _run_step(self, step: int, resume: bool) -> dict:
-        import json
-
         cfg = self.step_configs[step]
         done = os.path.join(cfg.OUTPUT_DIR, "summary.json")
         if resume and os.path.isfile(done):
@@ -150,8 +150,7 @@ class AlternatingTrainer:
             self._write_step4_weights()
         if comm.is_main_process():
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w", encoding="utf-8") as f:
-                f.write(cfg.dump())
+            atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
         seed_all_rng(cfg.SEED + 1000 * step + comm.get_rank())
         trainer = DefaultTrainer(cfg)
         trainer.resume_or_load(resume=resume)
@@ -197,8 +196,7 @@ class AlternatingTrainer:
         merged = dict(step2)
         merged.update({k: v for k, v in step3.items() if k in step2})
         path = os.path.join(self.cfg.OUTPUT_DIR, "step4_initial_weights.pth")
-        torch.save({"model": merged}, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        atomic_write(path, lambda f: torch.save({"model": merged}, f))
         comm.synchronize()
 
     def assemble(self) -> str:
@@ -225,8 +223,7 @@ class AlternatingTrainer:
             )
         path = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
         if comm.is_main_process():
-            torch.save({"model": {**step4, **rpn}}, path + ".tmp")
-            os.replace(path + ".tmp", path)
+            atomic_write(path, lambda f: torch.save({"model": {**step4, **rpn}}, f))
         comm.synchronize()
         self.num_shared_tensors = len(shared) - len(differing)
         return path

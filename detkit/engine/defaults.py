@@ -20,6 +20,7 @@ from detkit.engine import hooks
 from detkit.engine.train_loop import SimpleTrainer
 from detkit.utils import comm
 from detkit.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
+from detkit.utils.io import atomic_write_text
 from detkit.utils.logger import setup_logger
 
 __all__ = ["DefaultTrainer", "default_argument_parser", "default_setup", "seed_all_rng", "setup"]
@@ -90,9 +91,7 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     logger.info(f"Command line arguments: {args}")
     if comm.is_main_process():
         path = os.path.join(output_dir, "config.yaml")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(cfg.dump())
-        os.replace(path + ".tmp", path)
+        atomic_write_text(path, cfg.dump())
         logger.info(f"Full config written to {path}")
 
 

@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from detkit.utils.io import atomic_write_text
+
 __all__ = ["summarize_results", "summary_message", "write_summary"]
 
 # Evaluator results (percent) -> summary keys (fractions), in the order they are shown.
@@ -65,7 +67,5 @@ def write_summary(output_dir: str, summary: Mapping[str, Any]) -> str:
     """Write ``output_dir/summary.json`` (atomically); returns its path."""
     path = os.path.join(output_dir, "summary.json")
     os.makedirs(output_dir, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(dict(summary), f, indent=2)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, json.dumps(dict(summary), indent=2))
     return path

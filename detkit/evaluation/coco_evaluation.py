@@ -203,12 +203,9 @@ class COCOEvaluator(DatasetEvaluator):
             ]
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        gathered = comm.all_gather(self._predictions)
-        if not comm.is_main_process():
+        predictions = comm.gather_dict(self._predictions)
+        if predictions is None:
             return {}
-        predictions: dict = {}
-        for part in gathered:
-            predictions.update(part)
         num_missing = len(self._coco_gt.getImgIds()) - len(predictions)
         if num_missing > 0:
             logger.warning(

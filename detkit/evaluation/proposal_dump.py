@@ -54,15 +54,15 @@ class ProposalFileWriter(DatasetEvaluator):
     def evaluate(self) -> dict:
         from detkit.data.proposals import save_proposals  # the data package is optional
 
-        gathered = comm.all_gather(self._proposals)
-        if not comm.is_main_process():
+        merged = comm.gather_dict(self._proposals)
+        if merged is None:
             return {}
-        merged: dict = {}
-        for part in gathered:
-            merged.update(part)
         ids = list(merged)
         save_proposals(
-            self.path, ids, [merged[i][0] for i in ids], [merged[i][1] for i in ids],
+            self.path,
+            ids,
+            [merged[i][0] for i in ids],
+            [merged[i][1] for i in ids],
             source=self.source,
         )
         return {}

@@ -74,8 +74,8 @@ def top_n_max_iou(
     columns = np.minimum(np.asarray(topk, dtype=np.int64), len(proposals)) - 1
     chunk = max(1, _MAX_IOU_ELEMENTS // len(proposals))
     for start in range(0, len(gt), chunk):  # chunks of objects bound the memory, not a box loop
-        iou = box_iou_numpy(gt[start:start + chunk], proposals, legacy_plus_one)
-        best[start:start + chunk] = np.maximum.accumulate(iou, axis=1)[:, columns]
+        iou = box_iou_numpy(gt[start : start + chunk], proposals, legacy_plus_one)
+        best[start : start + chunk] = np.maximum.accumulate(iou, axis=1)[:, columns]
     return best
 
 
@@ -179,7 +179,8 @@ class ProposalEvaluator(DatasetEvaluator):
                 )
             self._image_index[image_id] = len(self._image_index)
             counted = [
-                ann["bbox"] for ann in record.get("annotations", [])
+                ann["bbox"]
+                for ann in record.get("annotations", [])
                 if not (ann.get("difficult", False) or ann.get("iscrowd", 0))
             ]
             boxes.extend(counted)
@@ -228,7 +229,7 @@ class ProposalEvaluator(DatasetEvaluator):
             # Rank by objectness ourselves (stable: ties keep the model's order).
             order = np.argsort(-logits.astype(np.float64), kind="stable")[: self.topk[-1]]
             index = self._image_index[image_id]
-            gt = self._gt_boxes[self._gt_offsets[index]:self._gt_offsets[index + 1]]
+            gt = self._gt_boxes[self._gt_offsets[index] : self._gt_offsets[index + 1]]
             self._best_iou[image_id] = top_n_max_iou(
                 gt, boxes[order], self.topk, self.legacy_plus_one
             )
@@ -241,7 +242,9 @@ class ProposalEvaluator(DatasetEvaluator):
             logger.warning(
                 "Proposal boxes have legacy_plus_one=%s but ProposalEvaluator was built with "
                 "legacy_plus_one=%s (MODEL.LEGACY_PLUS_ONE); IoUs follow the evaluator's "
-                "convention and may be off by one pixel.", flag, self.legacy_plus_one,
+                "convention and may be off by one pixel.",
+                flag,
+                self.legacy_plus_one,
             )
 
     def describe_rules(self) -> str:
@@ -257,25 +260,23 @@ class ProposalEvaluator(DatasetEvaluator):
         )
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        gathered = comm.all_gather((self._best_iou, self._num_proposals))
-        if not comm.is_main_process():
+        best_per_image = comm.gather_dict(self._best_iou)
+        num_proposals = comm.gather_dict(self._num_proposals)
+        if best_per_image is None or num_proposals is None:
             return {}
-        best_per_image: dict = {}
-        num_proposals: dict = {}
-        for part_best, part_counts in gathered:
-            best_per_image.update(part_best)
-            num_proposals.update(part_counts)
         num_missing = len(self._image_index) - len(best_per_image)
         if num_missing:
             logger.warning(
-                "%d of %d images of %s have no proposals (not run); their objects count as "
-                "missed.", num_missing, len(self._image_index), self.dataset_name,
+                "%d of %d images of %s have no proposals (not run); their objects count as missed.",
+                num_missing,
+                len(self._image_index),
+                self.dataset_name,
             )
         # [O, K] best IoU of every counted object with its image's top N; 0 if not run on.
         best = np.zeros((len(self._gt_boxes), len(self.topk)), dtype=np.float64)
         for image_id, image_best in best_per_image.items():
             start = self._gt_offsets[self._image_index[image_id]]
-            best[start:start + len(image_best)] = image_best
+            best[start : start + len(image_best)] = image_best
         if len(best) == 0:
             logger.warning(
                 "%s has no counted ground-truth object: every recall is NaN.", self.dataset_name
@@ -343,13 +344,22 @@ class ProposalEvaluator(DatasetEvaluator):
             label = f"{size} ({report['num_objects'][size]})"
             for n in self.topk:
                 key = str(n)
-                rows.append([label, n, report["recall_at_0.5"][size][key],
-                             report["recall_at_0.7"][size][key],
-                             report["average_recall"][size][key]])
+                rows.append(
+                    [
+                        label,
+                        n,
+                        report["recall_at_0.5"][size][key],
+                        report["recall_at_0.7"][size][key],
+                        report["average_recall"][size][key],
+                    ]
+                )
         table = format_table(["objects (count)", "N", "R@0.5", "R@0.7", "AR"], rows)
         logger.info(
             "Proposal recall (%%) on %s, %.1f proposals per image on average; nan: no object of "
-            "that size.\n%s", self.dataset_name, report["mean_proposals_per_image"], table,
+            "that size.\n%s",
+            self.dataset_name,
+            report["mean_proposals_per_image"],
+            table,
         )
 
     def _write(self, report: dict, metrics: dict[str, float]) -> None:
@@ -364,7 +374,14 @@ class ProposalEvaluator(DatasetEvaluator):
 
     def _plot(self, report: dict) -> None:
         curves = [n for n in _CURVE_TOPK if n in self.topk] or list(self.topk)
-        plot_recall_vs_iou(report, curves, os.path.join(self.output_dir, "recall_vs_iou.png"),
-                           f"Recall vs IoU: {self.dataset_name}")
-        plot_recall_vs_proposals(report, os.path.join(self.output_dir, "recall_vs_proposals.png"),
-                                 f"Recall vs proposals: {self.dataset_name}")
+        plot_recall_vs_iou(
+            report,
+            curves,
+            os.path.join(self.output_dir, "recall_vs_iou.png"),
+            f"Recall vs IoU: {self.dataset_name}",
+        )
+        plot_recall_vs_proposals(
+            report,
+            os.path.join(self.output_dir, "recall_vs_proposals.png"),
+            f"Recall vs proposals: {self.dataset_name}",
+        )

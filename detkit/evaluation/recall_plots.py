@@ -53,16 +53,18 @@ def load_recall_report(path: str) -> dict[str, Any]:
     return report
 
 
-def plot_recall_vs_iou(report: Mapping[str, Any], topk: Sequence[int], path: str,
-                       title: str) -> None:
+def plot_recall_vs_iou(
+    report: Mapping[str, Any], topk: Sequence[int], path: str, title: str
+) -> None:
     """One curve per proposal count N of ``topk`` (those the report has): recall against
     the IoU threshold 0.5 .. 1.0."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for n in topk:
         if str(n) in report["recall_fine"]:
-            ax.plot(report["fine_iou_thresholds"], report["recall_fine"][str(n)],
-                    label=f"{n} proposals")
+            ax.plot(
+                report["fine_iou_thresholds"], report["recall_fine"][str(n)], label=f"{n} proposals"
+            )
     ax.set_xlim(0.5, 1.0)
     _finish(plt, fig, ax, "IoU threshold", title, path)
 
@@ -72,8 +74,11 @@ def plot_recall_vs_proposals(report: Mapping[str, Any], path: str, title: str) -
     plt = _pyplot()
     topk = [int(n) for n in report["topk"]]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for label, key in [("recall at IoU 0.5", "recall_at_0.5"),
-                       ("recall at IoU 0.7", "recall_at_0.7"), ("AR", "average_recall")]:
+    for label, key in [
+        ("recall at IoU 0.5", "recall_at_0.5"),
+        ("recall at IoU 0.7", "recall_at_0.7"),
+        ("AR", "average_recall"),
+    ]:
         values = report[key]["all"]
         ax.plot(topk, [values[str(n)] for n in topk], marker="o", label=label)
     ax.set_xscale("log")
@@ -82,9 +87,13 @@ def plot_recall_vs_proposals(report: Mapping[str, Any], path: str, title: str) -
     _finish(plt, fig, ax, "number of proposals N", title, path)
 
 
-def plot_recall_comparison(reports: Mapping[str, Mapping[str, Any]], path: str, *,
-                           topk: Sequence[int] = (300, 1000, 2000),
-                           title: str = "") -> dict[int, list[str]]:
+def plot_recall_comparison(
+    reports: Mapping[str, Mapping[str, Any]],
+    path: str,
+    *,
+    topk: Sequence[int] = (300, 1000, 2000),
+    title: str = "",
+) -> dict[int, list[str]]:
     """The paper's Figure 4: one panel per proposal count N, one curve per method.
 
     Args:

@@ -184,12 +184,9 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         )
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        gathered = comm.all_gather(self._predictions)
-        if not comm.is_main_process():
+        predictions = comm.gather_dict(self._predictions)
+        if predictions is None:
             return {}
-        predictions: dict = {}
-        for part in gathered:
-            predictions.update(part)
         unknown = [i for i in predictions if i not in self._image_index]
         if unknown:
             raise KeyError(

@@ -63,7 +63,8 @@ def freeze_modules_by_name(
         chosen.extend(matched)
     # Freeze outermost modules only: freezing a parent freezes its children.
     outermost = [
-        n for n in dict.fromkeys(chosen)
+        n
+        for n in dict.fromkeys(chosen)
         if not any(n.startswith(other + ".") for other in chosen if other != n)
     ]
     for name in outermost:

@@ -7,7 +7,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather", "get_rank", "get_world_size", "is_main_process", "synchronize"]
+__all__ = [
+    "all_gather", "gather_dict", "get_rank", "get_world_size", "is_main_process", "synchronize",
+]
 
 
 def get_world_size() -> int:
@@ -41,3 +43,16 @@ def all_gather(data: Any) -> list[Any]:
     output: list[Any] = [None] * get_world_size()
     dist.all_gather_object(output, data)
     return output
+
+
+def gather_dict(local: dict) -> dict | None:
+    """Every process's ``local`` dict merged into one on the main process (None on the others):
+    how an evaluator collects the per-image results of a sharded dataset. Every process must
+    call it."""
+    parts = all_gather(local)
+    if not is_main_process():
+        return None
+    merged: dict = {}
+    for part in parts:
+        merged.update(part)
+    return merged

@@ -56,8 +56,14 @@ def test_damaged_and_foreign_files_fail_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"not a detkit proposals file.*image_ids"):
         load_proposals(foreign)
     pickled = str(tmp_path / "pickled.npz")
-    np.savez(pickled, image_ids=np.array([{"a": 1}], dtype=object), counts=[0],
-             boxes=np.zeros((0, 4)), objectness_logits=np.zeros(0), format_version=1)
+    np.savez(
+        pickled,
+        image_ids=np.array([{"a": 1}], dtype=object),
+        counts=[0],
+        boxes=np.zeros((0, 4)),
+        objectness_logits=np.zeros(0),
+        format_version=1,
+    )
     with pytest.raises(ValueError, match="does not unpickle"):
         load_proposals(pickled)
     assert zipfile.is_zipfile(pickled)  # a real npz: refused for its content, not its form
@@ -65,8 +71,9 @@ def test_damaged_and_foreign_files_fail_naming_the_file(tmp_path):
 
 def test_attach_by_image_id_and_a_missing_image_names_file_and_id(tmp_path):
     path = str(tmp_path / "p.npz")
-    save_proposals(path, ["b", "a"], [np.full((2, 4), 2.0), np.full((1, 4), 1.0)],
-                   [[0.5, 0.4], [0.3]])
+    save_proposals(
+        path, ["b", "a"], [np.full((2, 4), 2.0), np.full((1, 4), 1.0)], [[0.5, 0.4], [0.3]]
+    )
     dicts = [{"image_id": "a", "file_name": "a.jpg"}, {"image_id": "b", "file_name": "b.jpg"}]
     attached = attach_precomputed_proposals(dicts, path)
     assert attached[0]["proposal_boxes"].tolist() == [[1.0] * 4]
@@ -83,8 +90,7 @@ def image_file(tmp_path) -> str:
     return path
 
 
-BOXES = np.array([[5, 3, 20, 12], [0, 0, 50, 30], [40, 10, 49, 29], [10, 10, 10.2, 20]],
-                 np.float32)
+BOXES = np.array([[5, 3, 20, 12], [0, 0, 50, 30], [40, 10, 49, 29], [10, 10, 10.2, 20]], np.float32)
 SCORES = np.array([0.1, 0.9, 0.5, 0.7], np.float32)
 
 
@@ -102,9 +108,16 @@ def test_mapper_resizes_and_flips_proposals_with_the_image(image_file, flip):
     # Shorter side 30 -> 64: the output is 64 x 107 (50 * 64 / 30 = 106.67 -> 107), so the
     # x and y factors differ (107 / 50 = 2.14, 64 / 30 = 2.1333).
     mapper = DatasetMapper(min_sizes=[64], max_size=1000, random_flip=False)
-    record = {"file_name": image_file, "image_id": 1, "height": 30, "width": 50,
-              "annotations": [], "proposal_boxes": BOXES, "proposal_objectness_logits": SCORES,
-              "flip": flip}
+    record = {
+        "file_name": image_file,
+        "image_id": 1,
+        "height": 30,
+        "width": 50,
+        "annotations": [],
+        "proposal_boxes": BOXES,
+        "proposal_objectness_logits": SCORES,
+        "flip": flip,
+    }
     out = mapper(record)
     assert out["image"].shape[-2:] == (64, 107)
     proposals = out["proposals"]
@@ -118,13 +131,20 @@ def test_mapper_resizes_and_flips_proposals_with_the_image(image_file, flip):
 
 def test_mapper_clips_drops_empty_and_converts_to_the_legacy_convention(image_file):
     boxes = np.array([[-5, -5, 20, 10], [60, 0, 70, 10], [10, 10, 30, 20]], np.float32)
-    record = {"file_name": image_file, "image_id": 1, "height": 30, "width": 50,
-              "proposal_boxes": boxes, "proposal_objectness_logits": np.array([3.0, 2.0, 1.0])}
+    record = {
+        "file_name": image_file,
+        "image_id": 1,
+        "height": 30,
+        "width": 50,
+        "proposal_boxes": boxes,
+        "proposal_objectness_logits": np.array([3.0, 2.0, 1.0]),
+    }
     modern = DatasetMapper(is_train=False, min_sizes=[30], max_size=1000)(record)["proposals"]
     # Clipped to [0, 50] x [0, 30]; the box right of the image has no area left: dropped.
     assert modern.proposal_boxes.tensor.tolist() == [[0, 0, 20, 10], [10, 10, 30, 20]]
-    legacy = DatasetMapper(is_train=False, min_sizes=[30], max_size=1000,
-                           legacy_plus_one=True)(record)["proposals"]
+    legacy = DatasetMapper(is_train=False, min_sizes=[30], max_size=1000, legacy_plus_one=True)(
+        record
+    )["proposals"]
     # Pixel-index boxes, like the ground truth of a legacy model: x2 - 1, y2 - 1.
     assert legacy.proposal_boxes.tensor.tolist() == [[0, 0, 19, 9], [10, 10, 29, 19]]
     assert legacy.proposal_boxes.legacy_plus_one
@@ -134,9 +154,19 @@ def test_mapper_clips_drops_empty_and_converts_to_the_legacy_convention(image_fi
 def test_config_keys_attach_train_and_test_files(image_file, tmp_path, dataset_name):
     train, test = dataset_name(), dataset_name()
     for name, ids in ((train, [1, 2]), (test, [3])):
-        DatasetCatalog.register(name, lambda ids=ids: [
-            {"file_name": image_file, "image_id": i, "height": 30, "width": 50,
-             "annotations": [{"bbox": [1, 1, 9, 9], "category_id": 0}]} for i in ids])
+        DatasetCatalog.register(
+            name,
+            lambda ids=ids: [
+                {
+                    "file_name": image_file,
+                    "image_id": i,
+                    "height": 30,
+                    "width": 50,
+                    "annotations": [{"bbox": [1, 1, 9, 9], "category_id": 0}],
+                }
+                for i in ids
+            ],
+        )
         MetadataCatalog.get(name).set(thing_classes=["x"], evaluator_type="voc")
     train_file, test_file = str(tmp_path / "train.npz"), str(tmp_path / "test.npz")
     save_proposals(train_file, [1, 2], [np.ones((1, 4)), np.full((2, 4), 2.0)], [[0], [1, 0]])

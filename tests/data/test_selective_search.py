@@ -96,8 +96,16 @@ def test_remove_duplicate_boxes_keeps_first_occurrences_in_order():
 
 
 def test_order_kept_duplicates_small_boxes_and_overflow_removed(fake_opencv):
-    fake_opencv([[10, 10, 20, 20], [0, 0, 1, 30], [10, 10, 20, 20], [0, 0, 50, 40],
-                 [5, 5, 2, 2], [3, 3, 10, 10]])
+    fake_opencv(
+        [
+            [10, 10, 20, 20],
+            [0, 0, 1, 30],
+            [10, 10, 20, 20],
+            [0, 0, 50, 40],
+            [5, 5, 2, 2],
+            [3, 3, 10, 10],
+        ]
+    )
     boxes = selective_search(np.zeros((40, 50, 3), np.uint8), min_size=2, max_proposals=3)
     # [0, 0, 1, 30] is 1 px wide (< 2), the repeat of the first box goes, and 3 remain.
     np.testing.assert_array_equal(
@@ -114,8 +122,7 @@ def test_resize_to_scales_boxes_back_by_the_inverse_factor(fake_opencv):
     expected = np.array([[10, 20, 40, 60], [0, 0, 267, 200], [100, 50, 102, 52]]) * 1.875
     assert np.abs(boxes - expected).max() <= 1.0
     np.testing.assert_allclose(boxes[1], [0, 0, 500, 375], atol=1e-3)  # the whole image
-    np.testing.assert_allclose(boxes[0], [10 * 500 / 267, 37.5, 40 * 500 / 267, 112.5],
-                               rtol=1e-6)
+    np.testing.assert_allclose(boxes[0], [10 * 500 / 267, 37.5, 40 * 500 / 267, 112.5], rtol=1e-6)
 
 
 def test_min_size_is_applied_in_original_pixels(fake_opencv):
@@ -161,8 +168,10 @@ def test_missing_contrib_says_what_to_install(monkeypatch, tmp_path, ximgproc):
     assert 'pip install -e ".[selective-search]"' in message
     assert f"opencv-contrib-python-headless=={version}" in message
     assert "same cv2 package" in message
-    assert f'pip install --force-reinstall --no-deps "opencv-contrib-python-headless=={version}"' \
+    assert (
+        f'pip install --force-reinstall --no-deps "opencv-contrib-python-headless=={version}"'
         in message
+    )
     # The whole-dataset function fails before reading any image.
     missing = {"file_name": str(tmp_path / "absent.jpg"), "image_id": 1}
     with pytest.raises(ImportError, match="selective-search"):
@@ -175,8 +184,9 @@ def test_missing_contrib_says_what_to_install(monkeypatch, tmp_path, ximgproc):
 def test_proposals_file_of_three_images(tmp_path):
     dicts = write_images(tmp_path, [(160, 200), (120, 120), (90, 150)])
     output = str(tmp_path / "out" / "ss.npz")
-    run = compute_selective_search_proposals(dicts, output, max_proposals=40, num_workers=0,
-                                             progress=False)
+    run = compute_selective_search_proposals(
+        dicts, output, max_proposals=40, num_workers=0, progress=False
+    )
     proposals = load_proposals(output)
     assert proposals.image_ids == ["img0", "img1", "img2"]
     assert proposals.source == f"selective search (fast, OpenCV {cv2.__version__})"
@@ -198,8 +208,7 @@ def test_worker_processes_give_the_same_file(tmp_path):
     dicts = write_images(tmp_path, [(160, 200), (120, 120), (90, 150)])
     in_process, pooled = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
     compute_selective_search_proposals(dicts, in_process, num_workers=0, progress=False)
-    compute_selective_search_proposals(dicts, pooled, num_workers=2, chunksize=1,
-                                       progress=False)
+    compute_selective_search_proposals(dicts, pooled, num_workers=2, chunksize=1, progress=False)
     a, b = load_proposals(in_process), load_proposals(pooled)
     np.testing.assert_array_equal(a.counts, b.counts)
     np.testing.assert_array_equal(a.boxes, b.boxes)
@@ -214,8 +223,9 @@ def test_unreadable_image_keeps_partial_results_and_the_next_run_resumes(
     calls = fake_opencv([[1, 2, 3, 4], [0, 0, 10, 10]])
     output = str(tmp_path / "ss.npz")
     with pytest.raises(ValueError, match=r"img1\.jpg \(image_id 'img1'\)"):
-        compute_selective_search_proposals(dicts, output, num_workers=0, checkpoint_every=10,
-                                           progress=False)
+        compute_selective_search_proposals(
+            dicts, output, num_workers=0, checkpoint_every=10, progress=False
+        )
     partial_path = partial_proposals_path(output)
     partial = load_proposals(partial_path)
     assert partial.image_ids == ["img0"] and not os.path.exists(output)
@@ -240,13 +250,13 @@ def test_partial_file_is_written_every_checkpoint_every_images(tmp_path, monkeyp
     seen: list[list[str]] = []  # the partial file's images when each image is searched
 
     def fake(image_bgr, mode, seed):
-        seen.append(load_proposals(partial_path).image_ids if os.path.exists(partial_path)
-                    else [])
+        seen.append(load_proposals(partial_path).image_ids if os.path.exists(partial_path) else [])
         return np.array([[0, 0, 10, 10]])
 
     monkeypatch.setattr(ss_module, "_opencv_selective_search", fake)
-    compute_selective_search_proposals(dicts, output, num_workers=0, checkpoint_every=2,
-                                       progress=False)
+    compute_selective_search_proposals(
+        dicts, output, num_workers=0, checkpoint_every=2, progress=False
+    )
     assert seen == [[], [], ["img0", "img1"], ["img0", "img1"], ["img0", "img1", "img2", "img3"]]
 
 
@@ -254,8 +264,13 @@ def test_partial_file_of_other_settings_is_refused(tmp_path, fake_opencv):
     dicts = write_images(tmp_path, [(60, 80)])
     fake_opencv([[0, 0, 10, 10]])
     output = str(tmp_path / "ss.npz")
-    save_proposals(partial_proposals_path(output), ["img0"], [np.zeros((1, 4))], [np.zeros(1)],
-                   source="RPN (output/rpn)")
+    save_proposals(
+        partial_proposals_path(output),
+        ["img0"],
+        [np.zeros((1, 4))],
+        [np.zeros(1)],
+        source="RPN (output/rpn)",
+    )
     with pytest.raises(ValueError, match="other settings.*delete the file to start over"):
         compute_selective_search_proposals(dicts, output, num_workers=0, progress=False)
 
@@ -284,8 +299,17 @@ def test_tool_writes_one_file_per_dataset(tmp_path, fake_opencv, dataset_name, c
     DatasetCatalog.register(name, lambda: dicts)
     fake_opencv([[0, 0, 10, 10], [5, 5, 20, 20]])
     tool = load_tool()
-    status = tool.main(["--dataset", name, "--output-dir", str(tmp_path / "out"),
-                        "--num-workers", "0", "--no-progress"])
+    status = tool.main(
+        [
+            "--dataset",
+            name,
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--num-workers",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert status == 0
     assert load_proposals(str(tmp_path / "out" / f"{name}.npz")).image_ids == ["img0", "img1"]
     last_line = capsys.readouterr().out.strip().splitlines()[-1]

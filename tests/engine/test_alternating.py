@@ -20,18 +20,49 @@ from detkit.modeling import build_model
 def alternating_cfg(train: str, test: str, output_dir: str):
     cfg = get_cfg()
     cfg.merge_from_file("configs/quickstart/shapes_alternating.yaml")
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", f"['{train}']", "DATASETS.TEST", f"['{test}']",
-        "OUTPUT_DIR", output_dir, "MODEL.DEVICE", "cpu", "MODEL.TINY.CHANNELS", "[8, 8, 16, 16]",
-        "MODEL.ROI_BOX_HEAD.FC_DIM", "16", "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "0",
-        "INPUT.MIN_SIZE_TEST", "128", "ALTERNATING.DUMP_POST_NMS_TOPK", "50",
-        "MODEL.PRECOMPUTED_PROPOSALS.TOPK_TRAIN", "50", "SEED", "0",
-    ])
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            f"['{train}']",
+            "DATASETS.TEST",
+            f"['{test}']",
+            "OUTPUT_DIR",
+            output_dir,
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.TINY.CHANNELS",
+            "[8, 8, 16, 16]",
+            "MODEL.ROI_BOX_HEAD.FC_DIM",
+            "16",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1",
+            "TEST.EVAL_PERIOD",
+            "0",
+            "INPUT.MIN_SIZE_TEST",
+            "128",
+            "ALTERNATING.DUMP_POST_NMS_TOPK",
+            "50",
+            "MODEL.PRECOMPUTED_PROPOSALS.TOPK_TRAIN",
+            "50",
+            "SEED",
+            "0",
+        ]
+    )
     for step in (1, 2, 3, 4):
-        cfg.merge_from_list([f"ALTERNATING.STEP{step}.MAX_ITER", "2",
-                             f"ALTERNATING.STEP{step}.STEPS", "[1]",
-                             f"ALTERNATING.STEP{step}.IMS_PER_BATCH", "2"])
+        cfg.merge_from_list(
+            [
+                f"ALTERNATING.STEP{step}.MAX_ITER",
+                "2",
+                f"ALTERNATING.STEP{step}.STEPS",
+                "[1]",
+                f"ALTERNATING.STEP{step}.IMS_PER_BATCH",
+                "2",
+            ]
+        )
     cfg.freeze()
     return cfg
 

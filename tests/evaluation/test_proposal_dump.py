@@ -23,8 +23,13 @@ from detkit.structures import Boxes, Instances
 
 
 def proposals(boxes, scores, legacy):
-    return {"proposals": Instances((50, 60), proposal_boxes=Boxes(torch.tensor(boxes), legacy),
-                                   objectness_logits=torch.tensor(scores))}
+    return {
+        "proposals": Instances(
+            (50, 60),
+            proposal_boxes=Boxes(torch.tensor(boxes), legacy),
+            objectness_logits=torch.tensor(scores),
+        )
+    }
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -32,10 +37,13 @@ def test_writer_stores_continuous_boxes_by_decreasing_objectness(tmp_path, legac
     path = str(tmp_path / "p.npz")
     writer = ProposalFileWriter(path, legacy_plus_one=legacy, source="test")
     writer.reset()
-    writer.process([{"image_id": "x"}, {"image_id": "y"}], [
-        proposals([[0.0, 0.0, 9.0, 9.0], [5.0, 5.0, 20.0, 30.0]], [0.2, 0.8], legacy),
-        proposals([[1.0, 2.0, 3.0, 4.0]], [0.5], legacy),
-    ])
+    writer.process(
+        [{"image_id": "x"}, {"image_id": "y"}],
+        [
+            proposals([[0.0, 0.0, 9.0, 9.0], [5.0, 5.0, 20.0, 30.0]], [0.2, 0.8], legacy),
+            proposals([[1.0, 2.0, 3.0, 4.0]], [0.5], legacy),
+        ],
+    )
     assert writer.evaluate() == {}
     loaded = load_proposals(path)
     # A legacy box's x2 is its last pixel: the continuous box ends one pixel further.
@@ -71,9 +79,24 @@ def test_rpn_vgg16_config_evaluates_recall_and_writes_continuous_boxes(tiny_shap
     _, test = tiny_shapes
     cfg = get_cfg()
     cfg.merge_from_file("configs/rpn_vgg16.yaml")
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"['{test}']",
-                         "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160",
-                         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path)])
+    cfg.merge_from_list(
+        [
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DEVICE",
+            "cpu",
+            "DATASETS.TEST",
+            f"['{test}']",
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+            "INPUT.MAX_SIZE_TEST",
+            "160",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ]
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     results = DefaultTrainer.test(cfg, model)

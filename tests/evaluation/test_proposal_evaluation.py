@@ -30,8 +30,12 @@ def make_output(boxes, logits, legacy_plus_one=False):
 
 
 def ann(box, difficult=False, iscrowd=0):
-    return {"bbox": [float(v) for v in box], "category_id": 0, "difficult": difficult,
-            "iscrowd": iscrowd}
+    return {
+        "bbox": [float(v) for v in box],
+        "category_id": 0,
+        "difficult": difficult,
+        "iscrowd": iscrowd,
+    }
 
 
 def run(evaluator, outputs):
@@ -74,8 +78,9 @@ HAND_RECALLED = {
 
 
 def test_hand_built_recall_at_every_n_and_threshold(tmp_path, caplog):
-    evaluator = ProposalEvaluator(dataset_dicts=hand_dataset(), topk=(1, 2, 3),
-                                  output_dir=str(tmp_path), dataset_name="hand")
+    evaluator = ProposalEvaluator(
+        dataset_dicts=hand_dataset(), topk=(1, 2, 3), output_dir=str(tmp_path), dataset_name="hand"
+    )
     with caplog.at_level(logging.INFO, logger="detkit"):
         metrics = run(evaluator, hand_outputs())
     assert [metrics["AR@1"], metrics["AR@2"], metrics["AR@3"]] == pytest.approx([30, 60, 70])
@@ -88,8 +93,9 @@ def test_hand_built_recall_at_every_n_and_threshold(tmp_path, caplog):
         assert report["recall"]["all"][str(n)] == pytest.approx([100 * r / 3 for r in recalled])
     # The fine curve at IoU 0.5, 0.525, ..., 1.0 for N=3: A (IoU 1.0) is recalled at all 21,
     # B1 (0.7) at 0.5..0.7 (9 points), B2 (0.75) at 0.5..0.75 (11 points).
-    expected_fine = [100 * (1 + (t <= 0.7) + (t <= 0.75)) / 3
-                     for t in np.round(0.5 + 0.025 * np.arange(21), 3)]
+    expected_fine = [
+        100 * (1 + (t <= 0.7) + (t <= 0.75)) / 3 for t in np.round(0.5 + 0.025 * np.arange(21), 3)
+    ]
     assert report["recall_fine"]["3"] == pytest.approx(expected_fine)
     assert "no one-to-one" in caplog.text and f"{30:.2f}" in caplog.text
 
@@ -113,8 +119,9 @@ def test_ranking_is_by_objectness_not_by_list_order():
     for image_id, output in hand_outputs().items():
         proposals = output["proposals"]
         order = torch.as_tensor(rng.permutation(len(proposals)))
-        shuffled[image_id] = make_output(proposals.proposal_boxes.tensor[order],
-                                         proposals.objectness_logits[order])
+        shuffled[image_id] = make_output(
+            proposals.proposal_boxes.tensor[order], proposals.objectness_logits[order]
+        )
     again = run(ProposalEvaluator(dataset_dicts=dataset, topk=(1, 2, 3)), shuffled)
     assert again == pytest.approx(reference, nan_ok=True)
     # Ranked by list order instead (objectness made decreasing along the list), the top-1 of
@@ -142,8 +149,14 @@ def test_ties_keep_the_model_order():
 
 def test_difficult_and_crowd_objects_are_not_counted_and_unrun_images_are_missed(caplog):
     dataset = [
-        {"image_id": 0, "annotations": [ann([0, 0, 10, 10]), ann([50, 50, 60, 60], True),
-                                        ann([100, 100, 110, 110], iscrowd=1)]},
+        {
+            "image_id": 0,
+            "annotations": [
+                ann([0, 0, 10, 10]),
+                ann([50, 50, 60, 60], True),
+                ann([100, 100, 110, 110], iscrowd=1),
+            ],
+        },
         {"image_id": 1, "annotations": [ann([0, 0, 10, 10])]},  # never run
     ]
     evaluator = ProposalEvaluator(dataset_dicts=dataset, topk=(300,))
@@ -191,8 +204,9 @@ def test_size_buckets(tmp_path, legacy_plus_one):
     # pixel-index box of a w x h object still covers w x h pixels: same buckets.
     boxes = [[0, 0, 20, 20], [100, 0, 150, 50], [0, 100, 120, 220], [200, 200, 232, 232]]
     dataset = [{"image_id": 0, "annotations": [ann(b) for b in boxes]}]
-    evaluator = ProposalEvaluator(dataset_dicts=dataset, topk=(10,), output_dir=str(tmp_path),
-                                  legacy_plus_one=legacy_plus_one)
+    evaluator = ProposalEvaluator(
+        dataset_dicts=dataset, topk=(10,), output_dir=str(tmp_path), legacy_plus_one=legacy_plus_one
+    )
     # An exact proposal on the medium 50x50 object only.
     shift = 1.0 if legacy_plus_one else 0.0
     output = make_output([[100, 0, 150 - shift, 50 - shift]], [0.0], legacy_plus_one)
@@ -219,8 +233,12 @@ def test_files_hold_the_returned_numbers_and_the_pictures(tmp_path):
     cv2 = pytest.importorskip("cv2")
     rng = np.random.default_rng(3)
     dataset, outputs = random_case(rng, num_images=6)
-    evaluator = ProposalEvaluator(dataset_dicts=dataset, topk=(50, 100, 300, 1000, 2000),
-                                  output_dir=str(tmp_path), dataset_name="random")
+    evaluator = ProposalEvaluator(
+        dataset_dicts=dataset,
+        topk=(50, 100, 300, 1000, 2000),
+        output_dir=str(tmp_path),
+        dataset_name="random",
+    )
     metrics = run(evaluator, outputs)
     report = json.loads((tmp_path / "proposal_metrics.json").read_text())
     assert set(report["proposals"]) == set(metrics)
@@ -254,7 +272,8 @@ def test_top_n_max_iou_handles_fewer_proposals_than_n_and_none():
     proposals = np.array([[0, 0, 10, 5], [0, 0, 10, 9]], dtype=np.float64)
     # IoUs 0.5 then 0.9: top-1 best 0.5; top-2 and top-5 (only 2 exist) best 0.9.
     assert top_n_max_iou(gt, proposals, (1, 2, 5), False) == pytest.approx(
-        np.array([[0.5, 0.9, 0.9]] * 2))
+        np.array([[0.5, 0.9, 0.9]] * 2)
+    )
     assert top_n_max_iou(gt, np.zeros((0, 4)), (1, 2), False).tolist() == [[0, 0], [0, 0]]
 
 
@@ -262,6 +281,7 @@ def test_top_n_max_iou_in_chunks_of_objects_equals_one_block(monkeypatch):
     from detkit.evaluation import proposal_evaluation
 
     rng = np.random.default_rng(5)
+
     def random_boxes(n):
         xy = rng.uniform(0, 60, size=(n, 2))
         return np.concatenate([xy, xy + rng.uniform(5, 40, size=(n, 2))], axis=1)
@@ -289,8 +309,9 @@ def random_case(rng, num_images=20, max_objects=6, max_proposals=60, legacy_plus
     for i in range(num_images):
         gt = random_boxes(int(rng.integers(0, max_objects + 1)))
         difficult = rng.random(len(gt)) < 0.2
-        dataset.append({"image_id": 10 + i,
-                        "annotations": [ann(b, bool(d)) for b, d in zip(gt, difficult)]})
+        dataset.append(
+            {"image_id": 10 + i, "annotations": [ann(b, bool(d)) for b, d in zip(gt, difficult)]}
+        )
         if i % 7 == 3:
             continue  # not run on
         # Half of the proposals are jittered ground truths, so that many objects are found.
@@ -323,8 +344,11 @@ def plain_recall(dataset, outputs, topk, thresholds, legacy_plus_one=False, size
     recalled = np.zeros((len(topk), len(thresholds)))
     num_objects = 0
     for record in dataset:
-        objects = [a["bbox"] for a in record["annotations"]
-                   if not a["difficult"] and size in (None, size_of(a["bbox"]))]
+        objects = [
+            a["bbox"]
+            for a in record["annotations"]
+            if not a["difficult"] and size in (None, size_of(a["bbox"]))
+        ]
         if legacy_plus_one:  # pixel-index ground truth, as the model's boxes
             objects = [[x1, y1, x2 - 1, y2 - 1] for x1, y1, x2, y2 in objects]
         num_objects += len(objects)
@@ -347,24 +371,26 @@ def test_agrees_with_a_plain_implementation(tmp_path, legacy_plus_one):
     rng = np.random.default_rng(2024)
     dataset, outputs = random_case(rng, legacy_plus_one=legacy_plus_one)
     topk = (1, 5, 20, 50)
-    evaluator = ProposalEvaluator(dataset_dicts=dataset, topk=topk, output_dir=str(tmp_path),
-                                  legacy_plus_one=legacy_plus_one)
+    evaluator = ProposalEvaluator(
+        dataset_dicts=dataset, topk=topk, output_dir=str(tmp_path), legacy_plus_one=legacy_plus_one
+    )
     metrics = run(evaluator, outputs)
-    expected, num_objects = plain_recall(dataset, outputs, topk, COCO_IOU_THRESHOLDS,
-                                         legacy_plus_one)
+    expected, num_objects = plain_recall(
+        dataset, outputs, topk, COCO_IOU_THRESHOLDS, legacy_plus_one
+    )
     assert metrics["num_objects"] == num_objects > 30
     assert 0 < expected.mean() < 100  # a case with both recalled and missed objects
     report = json.loads((tmp_path / "proposal_metrics.json").read_text())
     for k, n in enumerate(topk):
         assert report["recall"]["all"][str(n)] == pytest.approx(expected[k].tolist())
         assert metrics[f"AR@{n}"] == pytest.approx(expected[k].mean())
-    fine, _ = plain_recall(dataset, outputs, topk, report["fine_iou_thresholds"],
-                           legacy_plus_one)
+    fine, _ = plain_recall(dataset, outputs, topk, report["fine_iou_thresholds"], legacy_plus_one)
     for k, n in enumerate(topk):
         assert report["recall_fine"][str(n)] == pytest.approx(fine[k].tolist())
     for size in ("small", "medium", "large"):
-        by_size, count = plain_recall(dataset, outputs, topk, COCO_IOU_THRESHOLDS,
-                                      legacy_plus_one, size)
+        by_size, count = plain_recall(
+            dataset, outputs, topk, COCO_IOU_THRESHOLDS, legacy_plus_one, size
+        )
         assert report["num_objects"][size] == count > 3
         for k, n in enumerate(topk):
             assert metrics[f"AR@{n}-{size}"] == pytest.approx(by_size[k].mean())

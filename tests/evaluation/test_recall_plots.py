@@ -24,8 +24,11 @@ def report(tmp_path, name, topk, num_proposals):
     """A report of one image with one object, whose k-th proposal is shifted by k px."""
     dicts = [{"image_id": 1, "annotations": [{"bbox": [0, 0, 20, 20], "category_id": 0}]}]
     boxes = torch.tensor([[float(k), 0.0, 20.0 + k, 20.0] for k in range(num_proposals)])
-    out = Instances((40, 40), proposal_boxes=Boxes(boxes),
-                    objectness_logits=-torch.arange(num_proposals, dtype=torch.float32))
+    out = Instances(
+        (40, 40),
+        proposal_boxes=Boxes(boxes),
+        objectness_logits=-torch.arange(num_proposals, dtype=torch.float32),
+    )
     evaluator = ProposalEvaluator(dataset_dicts=dicts, topk=topk, output_dir=str(tmp_path / name))
     evaluator.process([{"image_id": 1}], [{"proposals": out}])
     evaluator.evaluate()
@@ -56,8 +59,12 @@ def test_the_tool_writes_the_picture_and_refuses_bad_arguments(tmp_path, capsys)
     out = tmp_path / "fig" / "recall.png"
     options = ["--output", str(out), "--topk", "1", "3"]  # --topk takes the rest: last
     # As a user runs it, once; the error cases in-process.
-    proc = subprocess.run([sys.executable, "tools/plot_recall.py", f"RPN={path}", *options],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "tools/plot_recall.py", f"RPN={path}", *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     image = cv2.imread(str(out))
     assert image is not None and image.shape[1] > image.shape[0]  # two panels side by side

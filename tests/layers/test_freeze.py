@@ -28,9 +28,11 @@ def tiny_cfg(frozen):
 
 
 def batch():
-    gt = Instances((96, 128), gt_boxes=Boxes(torch.tensor([[10.0, 12.0, 50.0, 60.0],
-                                                           [60.0, 20.0, 120.0, 80.0]])),
-                   gt_classes=torch.tensor([0, 2]))
+    gt = Instances(
+        (96, 128),
+        gt_boxes=Boxes(torch.tensor([[10.0, 12.0, 50.0, 60.0], [60.0, 20.0, 120.0, 80.0]])),
+        gt_classes=torch.tensor([0, 2]),
+    )
     return [{"image": torch.rand(3, 96, 128) * 255, "instances": gt} for _ in range(2)]
 
 
@@ -47,8 +49,12 @@ def test_frozen_modules_stay_bitwise_unchanged_while_the_others_train():
         sum(model(batch()).values()).backward()
         optimizer.step()
     after = model.state_dict()
-    frozen_prefixes = ("backbone.stage1.", "backbone.stage2.", "proposal_generator.head.",
-                       "roi_heads.box_head.")
+    frozen_prefixes = (
+        "backbone.stage1.",
+        "backbone.stage2.",
+        "proposal_generator.head.",
+        "roi_heads.box_head.",
+    )
     for name, parameter in model.named_parameters():
         is_frozen = name.startswith(frozen_prefixes)
         assert parameter.requires_grad is not is_frozen, name
@@ -58,8 +64,11 @@ def test_frozen_modules_stay_bitwise_unchanged_while_the_others_train():
         if name.startswith(frozen_prefixes):
             assert torch.equal(value, before[name]), name  # weights and BN statistics
     # Trained: stage 3, the RPN's... nothing else of the RPN, and the box predictor.
-    for name in ("backbone.stage3.0.conv.weight", "backbone.stage3.0.norm.running_mean",
-                 "roi_heads.box_predictor.cls_score.weight"):
+    for name in (
+        "backbone.stage3.0.conv.weight",
+        "backbone.stage3.0.norm.running_mean",
+        "roi_heads.box_predictor.cls_score.weight",
+    ):
         assert not torch.equal(after[name], before[name]), name
     # Frozen BatchNorm computes with fixed statistics in training mode too.
     assert isinstance(model.backbone.stage1[0].norm, FrozenBatchNorm2d)
@@ -79,8 +88,11 @@ def test_patterns_match_names_and_globs_and_report_the_outermost_modules():
 
 
 def test_a_pattern_that_names_nothing_says_what_exists():
-    with pytest.raises(ValueError, match=r"MODEL.FROZEN_MODULES: 'backbone.stag2' names no "
-                                         r"module.*Did you mean 'backbone.stage2'"):
+    with pytest.raises(
+        ValueError,
+        match=r"MODEL.FROZEN_MODULES: 'backbone.stag2' names no "
+        r"module.*Did you mean 'backbone.stage2'",
+    ):
         build_model(tiny_cfg(["backbone.stag2"]))
     with pytest.raises(ValueError, match=r"Modules at that level: backbone, proposal_generator"):
         build_model(tiny_cfg(["backbone_x"]))

@@ -29,10 +29,18 @@ def cfg_with(topk_train: int, topk_test: int):
 
 def inputs():
     proposals = Instances(SIZE, proposal_boxes=Boxes(BOXES.clone()), objectness_logits=SCORES)
-    gt = Instances(SIZE, gt_boxes=Boxes(torch.tensor([[10.0, 12.0, 50.0, 60.0]])),
-                   gt_classes=torch.tensor([2]))
-    return [{"image": torch.rand(3, *SIZE) * 255, "instances": gt, "proposals": proposals,
-             "height": SIZE[0], "width": SIZE[1]}]
+    gt = Instances(
+        SIZE, gt_boxes=Boxes(torch.tensor([[10.0, 12.0, 50.0, 60.0]])), gt_classes=torch.tensor([2])
+    )
+    return [
+        {
+            "image": torch.rand(3, *SIZE) * 255,
+            "instances": gt,
+            "proposals": proposals,
+            "height": SIZE[0],
+            "width": SIZE[1],
+        }
+    ]
 
 
 def test_keeps_its_own_top_k_by_objectness_for_training_and_test():

@@ -47,9 +47,17 @@ class _Options:
 
     def describe(self) -> str:
         """The settings as JSON text, stored in a partial file to check a resumed run's."""
-        return json.dumps({"mode": self.mode, "max_proposals": self.max_proposals,
-                           "min_size": self.min_size, "resize_to": self.resize_to,
-                           "seed": self.seed, "opencv": cv2.__version__}, sort_keys=True)
+        return json.dumps(
+            {
+                "mode": self.mode,
+                "max_proposals": self.max_proposals,
+                "min_size": self.min_size,
+                "resize_to": self.resize_to,
+                "seed": self.seed,
+                "opencv": cv2.__version__,
+            },
+            sort_keys=True,
+        )
 
 
 def _init_worker() -> None:
@@ -65,8 +73,12 @@ def _propose_one(options: _Options, task: tuple[str, Any]) -> tuple[np.ndarray, 
     image = read_image(file_name, "BGR", image_id)
     start, start_cpu = time.perf_counter(), time.process_time()
     boxes = selective_search(
-        image, mode=options.mode, max_proposals=options.max_proposals,
-        min_size=options.min_size, resize_to=options.resize_to, seed=options.seed,
+        image,
+        mode=options.mode,
+        max_proposals=options.max_proposals,
+        min_size=options.min_size,
+        resize_to=options.resize_to,
+        seed=options.seed,
     )
     return boxes, time.perf_counter() - start, time.process_time() - start_cpu
 
@@ -184,8 +196,11 @@ def compute_selective_search_proposals(
             repeat, a bad argument, or a partial file made with other settings.
     """
     check_options(mode, max_proposals, min_size, resize_to)
-    for name, value, least in (("num_workers", num_workers, 0), ("chunksize", chunksize, 1),
-                               ("checkpoint_every", checkpoint_every, 1)):
+    for name, value, least in (
+        ("num_workers", num_workers, 0),
+        ("chunksize", chunksize, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+    ):
         if int(value) < least:
             raise ValueError(f"{name} must be at least {least}; got {value}.")
     require_selective_search()  # fail before reading anything
@@ -207,17 +222,24 @@ def compute_selective_search_proposals(
         dataset_ids[key] = index
 
     start = time.perf_counter()
-    options = _Options(mode, int(max_proposals), float(min_size),
-                       None if resize_to is None else int(resize_to), seed)
+    options = _Options(
+        mode,
+        int(max_proposals),
+        float(min_size),
+        None if resize_to is None else int(resize_to),
+        seed,
+    )
     partial_path = partial_proposals_path(output_path)
     done: dict[str, np.ndarray] = {}
     if os.path.exists(partial_path):
         done = _load_partial(partial_path, options, dataset_ids)
-        logger.info("Resuming from %s: %d of %d images done.", partial_path, len(done),
-                    len(dataset_dicts))
+        logger.info(
+            "Resuming from %s: %d of %d images done.", partial_path, len(done), len(dataset_dicts)
+        )
     num_resumed = len(done)
-    todo = [(r["file_name"], r["image_id"]) for r in dataset_dicts
-            if str(r["image_id"]) not in done]
+    todo = [
+        (r["file_name"], r["image_id"]) for r in dataset_dicts if str(r["image_id"]) not in done
+    ]
     partial_source = _PARTIAL_SOURCE_PREFIX + options.describe()
     ss_seconds: list[tuple[float, float]] = []
     unsaved = 0
@@ -235,11 +257,20 @@ def compute_selective_search_proposals(
         # Spawned, not forked: forked workers hung now and then in tests here, most likely
         # on OpenCV's thread pool, which a fork copies in a locked state.
         pool = multiprocessing.get_context("spawn").Pool(num_workers, _init_worker)
-    bar = tqdm(total=len(dataset_dicts), initial=num_resumed, disable=not progress,
-               unit="img", desc=f"selective search ({mode})", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(dataset_dicts),
+        initial=num_resumed,
+        disable=not progress,
+        unit="img",
+        desc=f"selective search ({mode})",
+        dynamic_ncols=True,
+    )
     try:
-        results = (pool.imap(worker, todo, chunksize=int(chunksize)) if pool is not None
-                   else map(worker, todo))
+        results = (
+            pool.imap(worker, todo, chunksize=int(chunksize))
+            if pool is not None
+            else map(worker, todo)
+        )
         for (_, image_id), (boxes, seconds, cpu_seconds) in zip(todo, results):
             done[str(image_id)] = boxes
             ss_seconds.append((seconds, cpu_seconds))
@@ -255,8 +286,13 @@ def compute_selective_search_proposals(
         except Exception as e:  # keep the error that stopped the run
             logger.error("Could not save the partial results to %s: %s", partial_path, e)
         if os.path.exists(partial_path):
-            logger.error("Selective search stopped; %d of %d images are saved in %s (run again "
-                         "to continue).", len(done), len(dataset_dicts), partial_path)
+            logger.error(
+                "Selective search stopped; %d of %d images are saved in %s (run again "
+                "to continue).",
+                len(done),
+                len(dataset_dicts),
+                partial_path,
+            )
         raise
     finally:
         bar.close()
@@ -273,7 +309,9 @@ def compute_selective_search_proposals(
     if os.path.exists(partial_path):
         os.remove(partial_path)
     return SelectiveSearchRun(
-        output_path=output_path, num_images=len(ids), num_resumed=num_resumed,
+        output_path=output_path,
+        num_images=len(ids),
+        num_resumed=num_resumed,
         num_proposals=int(sum(len(b) for b in boxes)),
         seconds_per_image=float(np.mean([t for t, _ in ss_seconds])) if todo else math.nan,
         cpu_seconds_per_image=float(np.mean([c for _, c in ss_seconds])) if todo else math.nan,

@@ -33,7 +33,9 @@ SELECTIVE_SEARCH_MODES = ("fast", "quality", "single")
 # config "min_size": 2) before Fast R-CNN sees them.
 DEFAULT_MIN_SIZE = 2.0
 _CV2_DISTRIBUTIONS = (
-    "opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
+    "opencv-python-headless",
+    "opencv-python",
+    "opencv-contrib-python-headless",
     "opencv-contrib-python",
 )
 
@@ -153,8 +155,7 @@ def check_options(mode: str, max_proposals: int, min_size: float, resize_to: int
         raise ValueError(f"min_size must be >= 0 pixels; got {min_size}.")
     if resize_to is not None and int(resize_to) < 1:
         raise ValueError(
-            f"resize_to must be a positive shorter-side length in pixels, or None; got "
-            f"{resize_to}."
+            f"resize_to must be a positive shorter-side length in pixels, or None; got {resize_to}."
         )
 
 
@@ -219,5 +220,3 @@ def selective_search(
     boxes = boxes[(sizes >= min_size).all(axis=1)]
     boxes = boxes[remove_duplicate_boxes(boxes)]
     return np.ascontiguousarray(boxes[: int(max_proposals)], dtype=np.float32)
-
-

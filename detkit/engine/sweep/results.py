@@ -29,7 +29,7 @@ def lookup(summary: dict | None, key: str) -> Any:
         return summary[key]
     for i, char in enumerate(key):
         if char == "." and isinstance(summary.get(key[:i]), dict):
-            found = lookup(summary[key[:i]], key[i + 1:])
+            found = lookup(summary[key[:i]], key[i + 1 :])
             if found is not None:
                 return found
     return None
@@ -101,37 +101,57 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
-def render_markdown(sweep: Sweep, runs: Sequence[Run], invocation: str,
-                    plot_file: str | None = None) -> str:
+def render_markdown(
+    sweep: Sweep, runs: Sequence[Run], invocation: str, plot_file: str | None = None
+) -> str:
     """``results.md``: a title, the command, one table per group (variant, description,
     the columns, reference, seed(s), status), the plot, and the failures with their logs."""
     several = sweep.seeds is not None and len(sweep.seeds) > 1
     has_description = any(v.description for v in sweep.variants)
     has_reference = any(v.reference for v in sweep.variants)
-    lines = [f"# Sweep: {sweep.name}", "",
-             f"Produced by `{invocation}` from `{sweep.source}`; runs in "
-             f"`{sweep.output_dir}/<variant>`. Updated {datetime.datetime.now():%Y-%m-%d %H:%M}.",
-             "", f"{MISSING} marks a value a run did not report or a run that did not finish."]
+    lines = [
+        f"# Sweep: {sweep.name}",
+        "",
+        f"Produced by `{invocation}` from `{sweep.source}`; runs in "
+        f"`{sweep.output_dir}/<variant>`. Updated {datetime.datetime.now():%Y-%m-%d %H:%M}.",
+        "",
+        f"{MISSING} marks a value a run did not report or a run that did not finish.",
+    ]
     if several:
-        lines[-1] += (" With several seeds a value is the mean over the seeds that finished, "
-                      "then each seed's value in brackets.")
-    header = ["variant", *(["description"] if has_description else []),
-              *(c.label for c in sweep.columns),
-              *([sweep.reference_label] if has_reference else []),
-              "seeds" if several else "seed", "status"]
-    align = ["---"] * (1 + has_description) + ["---:"] * len(sweep.columns) + ["---"] * (
-        2 + has_reference)
+        lines[-1] += (
+            " With several seeds a value is the mean over the seeds that finished, "
+            "then each seed's value in brackets."
+        )
+    header = [
+        "variant",
+        *(["description"] if has_description else []),
+        *(c.label for c in sweep.columns),
+        *([sweep.reference_label] if has_reference else []),
+        "seeds" if several else "seed",
+        "status",
+    ]
+    align = (
+        ["---"] * (1 + has_description)
+        + ["---:"] * len(sweep.columns)
+        + ["---"] * (2 + has_reference)
+    )
     for title, variants in _groups(sweep, runs):
         lines += ["", f"## {title}", "", _row(header), _row(align)]
         for variant_runs in variants:
             v = variant_runs[0].variant
             seeds = ", ".join(str(r.seed) for r in variant_runs if r.seed is not None)
-            lines.append(_row([
-                v.name, *([v.description or ""] if has_description else []),
-                *(_cell(_values(variant_runs, c.key), c.format) for c in sweep.columns),
-                *([v.reference or ""] if has_reference else []),
-                seeds or MISSING, _status(variant_runs),
-            ]))
+            lines.append(
+                _row(
+                    [
+                        v.name,
+                        *([v.description or ""] if has_description else []),
+                        *(_cell(_values(variant_runs, c.key), c.format) for c in sweep.columns),
+                        *([v.reference or ""] if has_reference else []),
+                        seeds or MISSING,
+                        _status(variant_runs),
+                    ]
+                )
+            )
     if plot_file and sweep.plot:
         lines += ["", f"![{sweep.plot.label} per variant]({plot_file})"]
     failed = [r for r in runs if r.status == "failed"]
@@ -144,8 +164,9 @@ def render_markdown(sweep: Sweep, runs: Sequence[Run], invocation: str,
     return "\n".join(lines) + "\n"
 
 
-def plot_results(sweep: Sweep, runs: Sequence[Run], output_png: str
-                 ) -> dict[str, list[tuple[str, float | None]]]:
+def plot_results(
+    sweep: Sweep, runs: Sequence[Run], output_png: str
+) -> dict[str, list[tuple[str, float | None]]]:
     """Horizontal bars of ``sweep.plot`` per variant (the mean over seeds, each seed a dot),
     one panel per group, the value written beside each bar; saved with the Agg backend.
 
@@ -177,8 +198,13 @@ def plot_results(sweep: Sweep, runs: Sequence[Run], output_png: str
             if len(vr) > 1 and dots:
                 ax.plot(dots, [y] * len(dots), "o", color="black", markersize=3)
             text = _format(mean, fmt) if mean is not None else _status(vr)
-            ax.text(max(mean or 0.0, *dots, 0.0) + 0.01 * (high - low), y, " " + text,
-                    va="center", fontsize=9)
+            ax.text(
+                max(mean or 0.0, *dots, 0.0) + 0.01 * (high - low),
+                y,
+                " " + text,
+                va="center",
+                fontsize=9,
+            )
         ax.set_yticks(list(ys), names)
         ax.invert_yaxis()  # file order from top to bottom
         ax.set_xlim(low, high + 0.2 * (high - low))
@@ -201,10 +227,14 @@ def write_results(sweep: Sweep, runs: Sequence[Run], invocation: str) -> None:
     """Rewrite ``results.json``, ``results.png`` (when the sweep has a ``plot``) and
     ``results.md`` in ``sweep.output_dir``."""
     os.makedirs(sweep.output_dir, exist_ok=True)
-    record = {"name": sweep.name, "sweep_file": sweep.source, "command": invocation,
-              "output_dir": sweep.output_dir,
-              "updated": datetime.datetime.now().isoformat(timespec="seconds"),
-              "runs": [r.to_json() for r in runs]}
+    record = {
+        "name": sweep.name,
+        "sweep_file": sweep.source,
+        "command": invocation,
+        "output_dir": sweep.output_dir,
+        "updated": datetime.datetime.now().isoformat(timespec="seconds"),
+        "runs": [r.to_json() for r in runs],
+    }
     _write_atomic(os.path.join(sweep.output_dir, "results.json"), json.dumps(record, indent=2))
     plot_file = None
     if sweep.plot is not None:
@@ -212,5 +242,7 @@ def write_results(sweep: Sweep, runs: Sequence[Run], invocation: str) -> None:
         png = os.path.join(sweep.output_dir, plot_file)
         plot_results(sweep, runs, png + ".tmp.png")
         os.replace(png + ".tmp.png", png)
-    _write_atomic(os.path.join(sweep.output_dir, "results.md"),
-                  render_markdown(sweep, runs, invocation, plot_file))
+    _write_atomic(
+        os.path.join(sweep.output_dir, "results.md"),
+        render_markdown(sweep, runs, invocation, plot_file),
+    )

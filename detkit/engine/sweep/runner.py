@@ -40,8 +40,11 @@ def substitute(text: str, sweep_dir: str, run_dir: str, seed: int | None) -> str
 
 def plan_runs(sweep: Sweep) -> list[Run]:
     """Every run of the sweep in order: each variant in file order, once per seed."""
-    return [Run(v, s, os.path.join(sweep.output_dir, sweep.run_folder(v.name, s)))
-            for v in sweep.variants for s in (sweep.seeds or (None,))]
+    return [
+        Run(v, s, os.path.join(sweep.output_dir, sweep.run_folder(v.name, s)))
+        for v in sweep.variants
+        for s in (sweep.seeds or (None,))
+    ]
 
 
 def run_state(run_dir: str) -> str:
@@ -111,11 +114,13 @@ def _missing_reference(sweep: Sweep, run: Run, runs: list[Run]) -> str | None:
             name = other.variant.name
             why = {
                 "failed": f"variant '{name}', which failed: fix it (see Failures in "
-                          "results.md), then run this sweep again",
+                "results.md), then run this sweep again",
                 "pending": f"variant '{name}', which has not run: run it first (do not leave "
-                           "it out with --only)",
-            }.get(other.status, f"variant '{name}', which finished without writing it: "
-                                "check the file name")
+                "it out with --only)",
+            }.get(
+                other.status,
+                f"variant '{name}', which finished without writing it: check the file name",
+            )
             return f"{key} {path} does not exist; it should come from {why}"
     return None
 
@@ -124,8 +129,9 @@ def _call(argv: list[str], cwd: str, log: IO[str]) -> int:
     log.write(f"\n$ {shlex.join(argv)}\n")
     log.flush()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so that the log follows the run
-    return subprocess.run(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                          stdin=subprocess.DEVNULL).returncode
+    return subprocess.run(
+        argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+    ).returncode
 
 
 def _run_steps(sweep: Sweep, run: Run, runs: list[Run], log: IO[str]) -> str | None:
@@ -139,8 +145,9 @@ def _run_steps(sweep: Sweep, run: Run, runs: list[Run], log: IO[str]) -> str | N
         argv[0] = sys.executable if argv[0] == "python" else argv[0]
         creates = None
         if before.creates:
-            creates = os.path.join(sweep.base_dir, substitute(
-                before.creates, sweep.output_dir, run.run_dir, run.seed))
+            creates = os.path.join(
+                sweep.base_dir, substitute(before.creates, sweep.output_dir, run.run_dir, run.seed)
+            )
             if os.path.exists(creates):
                 log.write(f"\nbefore[{i}] skipped: {creates} exists\n")
                 continue
@@ -158,16 +165,19 @@ def _run_steps(sweep: Sweep, run: Run, runs: list[Run], log: IO[str]) -> str | N
     try:
         run.summary = _read_summary(run.run_dir)
     except FileNotFoundError:
-        return (f"{os.path.basename(run.variant.tool)} exited 0 but wrote no summary.json in "
-                f"{run.run_dir}; the sweep reads its table from that file, so the tool must "
-                "write it (a JSON object of metrics)")
+        return (
+            f"{os.path.basename(run.variant.tool)} exited 0 but wrote no summary.json in "
+            f"{run.run_dir}; the sweep reads its table from that file, so the tool must "
+            "write it (a JSON object of metrics)"
+        )
     except ValueError as e:
         return f"unreadable summary.json: {e}"
     return None
 
 
-def _execute(sweep: Sweep, run: Run, runs: list[Run], forced: bool, label: str,
-             echo: Callable[[str], None]) -> None:
+def _execute(
+    sweep: Sweep, run: Run, runs: list[Run], forced: bool, label: str, echo: Callable[[str], None]
+) -> None:
     if forced and os.path.isdir(run.run_dir):
         shutil.rmtree(run.run_dir)
     # Files of a run that died before its first checkpoint stay: nothing but --force deletes.
@@ -180,8 +190,10 @@ def _execute(sweep: Sweep, run: Run, runs: list[Run], forced: bool, label: str,
     start = time.monotonic()
     log_start = os.path.getsize(log_path) if os.path.isfile(log_path) else 0
     with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n=== {datetime.datetime.now():%Y-%m-%d %H:%M:%S} sweep {sweep.name}, "
-                  f"{run.label} ===\n")
+        log.write(
+            f"\n=== {datetime.datetime.now():%Y-%m-%d %H:%M:%S} sweep {sweep.name}, "
+            f"{run.label} ===\n"
+        )
         try:
             run.error = _run_steps(sweep, run, runs, log)
         except KeyboardInterrupt:
@@ -205,8 +217,10 @@ def _check_names(sweep: Sweep, names: Iterable[str], option: str) -> None:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise SweepError(f"{option} {name}: no such variant in {sweep.source}{hint}; its "
-                             f"variants: {', '.join(known)}")
+            raise SweepError(
+                f"{option} {name}: no such variant in {sweep.source}{hint}; its "
+                f"variants: {', '.join(known)}"
+            )
 
 
 def _adopt_previous(sweep: Sweep, runs: list[Run]) -> None:
@@ -228,10 +242,16 @@ def _adopt_previous(sweep: Sweep, runs: list[Run]) -> None:
             run.log_tail = old.get("log_tail") or []
 
 
-def run_sweep(sweep: Sweep, *, only: Sequence[str] = (), force: Sequence[str] = (),
-              dry_run: bool = False, stop_on_error: bool = False,
-              invocation: str | None = None,
-              echo: Callable[[str], None] = lambda s: print(s, flush=True)) -> list[Run]:
+def run_sweep(
+    sweep: Sweep,
+    *,
+    only: Sequence[str] = (),
+    force: Sequence[str] = (),
+    dry_run: bool = False,
+    stop_on_error: bool = False,
+    invocation: str | None = None,
+    echo: Callable[[str], None] = lambda s: print(s, flush=True),
+) -> list[Run]:
     """Run what is not done yet, in file order, rewriting the results after each run.
 
     Args:
@@ -254,8 +274,10 @@ def run_sweep(sweep: Sweep, *, only: Sequence[str] = (), force: Sequence[str] = 
     _check_names(sweep, only, "--only")
     _check_names(sweep, force, "--force")
     if only and set(force) - set(only):
-        raise SweepError(f"--force {', '.join(sorted(set(force) - set(only)))} is not among "
-                         "the --only variants; add it to --only too")
+        raise SweepError(
+            f"--force {', '.join(sorted(set(force) - set(only)))} is not among "
+            "the --only variants; add it to --only too"
+        )
     invocation = invocation or "python " + shlex.join(sys.argv)
     runs = plan_runs(sweep)
     for run in runs:
@@ -282,11 +304,14 @@ def run_sweep(sweep: Sweep, *, only: Sequence[str] = (), force: Sequence[str] = 
             if dry_run:
                 state = "fresh" if forced else run_state(run.run_dir)
                 resume = state == "resume" and not run.variant.eval_only
-                echo(f"{label}: would {'clear its folder and ' if forced else ''}"
-                     f"{'resume' if resume else 'start'} in {run.run_dir}")
+                echo(
+                    f"{label}: would {'clear its folder and ' if forced else ''}"
+                    f"{'resume' if resume else 'start'} in {run.run_dir}"
+                )
                 for before in run.variant.before:
-                    argv = [substitute(a, sweep.output_dir, run.run_dir, run.seed)
-                            for a in before.run]
+                    argv = [
+                        substitute(a, sweep.output_dir, run.run_dir, run.seed) for a in before.run
+                    ]
                     argv[0] = sys.executable if argv[0] == "python" else argv[0]
                     echo("    before: " + shlex.join(argv))
                 echo("    " + shlex.join(build_command(sweep, run, resume)))

@@ -27,9 +27,11 @@ __all__ = [
 
 #: detkit's ``tools/train_net.py``, the script a variant runs unless it names a ``tool``.
 DEFAULT_TOOL = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))),  # <repo>/detkit/engine/sweep/spec.py -> <repo>
-    "tools", "train_net.py",
+    os.path.dirname(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ),  # <repo>/detkit/engine/sweep/spec.py -> <repo>
+    "tools",
+    "train_net.py",
 )
 LOG_NAME = "sweep.log"
 PLACEHOLDERS = ("sweep_dir", "run_dir", "seed")
@@ -132,11 +134,18 @@ class Run:
     def to_json(self) -> dict:
         """The record written to ``results.json``."""
         return {
-            "name": self.variant.name, "group": self.variant.group, "seed": self.seed,
-            "run_dir": self.run_dir, "status": self.status, "reused": self.reused,
-            "resumed": self.resumed, "command": self.command,
+            "name": self.variant.name,
+            "group": self.variant.group,
+            "seed": self.seed,
+            "run_dir": self.run_dir,
+            "status": self.status,
+            "reused": self.reused,
+            "resumed": self.resumed,
+            "command": self.command,
             "command_line": shlex.join(self.command) if self.command else None,
-            "duration_s": self.duration_s, "summary": self.summary, "error": self.error,
+            "duration_s": self.duration_s,
+            "summary": self.summary,
+            "error": self.error,
             "log_tail": self.log_tail,
         }
 

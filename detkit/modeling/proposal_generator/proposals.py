@@ -64,7 +64,10 @@ def find_top_proposals(
             else:
                 logits, order = logits.sort(descending=True)
                 boxes = boxes[order]
-            keep = nms(boxes.tensor, logits, nms_thresh)[:post_nms_topk]
+            if nms_thresh >= 1.0:  # no box overlaps another by more than IoU 1: NMS is a no-op
+                keep = torch.arange(min(len(logits), post_nms_topk), device=logits.device)
+            else:
+                keep = nms(boxes.tensor, logits, nms_thresh)[:post_nms_topk]
             results.append(
                 Instances(image_size, proposal_boxes=boxes[keep], objectness_logits=logits[keep])
             )
