@@ -1,9 +1,10 @@
-"""Shared fixtures: throwaway plugin modules whose registrations are undone afterwards, and
-a tiny shapes dataset on disk for training tests."""
+"""Shared fixtures: detkit's log captured, throwaway plugin modules whose registrations are
+undone afterwards, and a tiny shapes dataset on disk for training tests."""
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import textwrap
@@ -19,6 +20,30 @@ from detkit.data.datasets.voc import register_pascal_voc
 from detkit.modeling import ALL_REGISTRIES
 
 TINY_TRAIN, TINY_TEST = "tiny_shapes_train", "tiny_shapes_test"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def detkit_cache(tmp_path_factory) -> str:
+    """``$DETKIT_CACHE`` for the whole session (subprocesses inherit it): the image-check
+    cache of the loaders goes to a temporary directory, not the user's ~/.cache."""
+    path = str(tmp_path_factory.mktemp("detkit_cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETKIT_CACHE", path)
+        yield path
+
+
+@pytest.fixture
+def log(caplog):
+    """caplog, attached to detkit's logger itself: once ``setup_logger`` has run (another
+    test may run it), that logger no longer propagates to the root logger caplog watches."""
+    detkit_logger = logging.getLogger("detkit")
+    propagate = detkit_logger.propagate
+    detkit_logger.propagate = False  # each record reaches caplog once
+    detkit_logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="detkit")
+    yield caplog
+    detkit_logger.removeHandler(caplog.handler)
+    detkit_logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")

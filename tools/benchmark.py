@@ -27,6 +27,7 @@ from detkit.data import build_detection_train_loader  # noqa: E402
 from detkit.engine import seed_all_rng  # noqa: E402
 from detkit.modeling import build_model  # noqa: E402
 from detkit.solver import build_optimizer  # noqa: E402
+from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 
 PHASES = ("data", "backbone", "rpn", "roi_heads", "backward", "optimizer")
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=30, help="measured iterations")
     parser.add_argument("--warmup", type=int, default=5, help="iterations not measured")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
@@ -104,4 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from torchvision.ops import roi_align  # noqa: E402
 
 from detkit.layers.roi_align_separable import roi_align_separable  # noqa: E402
+from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampling-ratio", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     h, w = args.size
@@ -70,4 +72,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

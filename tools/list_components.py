@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import get_cfg  # noqa: E402
 from detkit.modeling import ALL_REGISTRIES  # noqa: E402
+from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 from detkit.utils.imports import import_plugins  # noqa: E402
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         help="plugin module to import first (repeatable), e.g. projects.light_head",
     )
     parser.add_argument("--config-file", default="", help="also import the config's IMPORTS")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.config_file:
         cfg = get_cfg()
@@ -56,4 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -22,6 +22,7 @@ from detkit.evaluation.recall_plots import (  # noqa: E402
     load_recall_report,
     plot_recall_comparison,
 )
+from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--topk", type=int, nargs="+", default=[300, 1000, 2000])
     parser.add_argument("--title", default="")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     reports = {}
     for item in args.methods:
@@ -53,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

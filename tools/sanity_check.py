@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from detkit.config import get_cfg  # noqa: E402
 from detkit.modeling import build_model  # noqa: E402
 from detkit.structures import pairwise_iou  # noqa: E402
+from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 from detkit.utils.synthetic import two_shapes_example  # noqa: E402
 
 CLASS_NAMES = ["rectangle", "(unused)", "disc"]
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--output", default="output/sanity_check")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
 
     cfg = get_cfg()
@@ -107,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

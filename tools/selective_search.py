@@ -41,6 +41,7 @@ from detkit.data.selective_search import (  # noqa: E402
     compute_selective_search_proposals,
     require_selective_search,
 )
+from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 
 
 def _positive_int(text: str) -> int:
@@ -133,6 +134,7 @@ def _format_seconds(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.output and len(args.dataset) > 1:
         parser.error("--output names one file: give one --dataset, or use --output-dir")
@@ -188,4 +190,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -3,14 +3,18 @@
 
     python tools/train_net.py --config-file configs/faster_rcnn_vgg16.yaml
     python tools/train_net.py --config-file configs/faster_rcnn_vgg16.yaml --resume
+    python tools/train_net.py --config-file ... --overwrite   # replace a previous run's folder
     python tools/train_net.py --config-file configs/faster_rcnn_vgg16.yaml --eval-only \
         MODEL.WEIGHTS output/faster_rcnn_vgg16/model_final.pth
     python tools/train_net.py --config-file ... --num-gpus 8     # DDP, one process per GPU
-    python tools/train_net.py --config-file configs/alternating/faster_rcnn_vgg16.yaml
+    python tools/train_net.py --config-file configs/faster_rcnn_vgg16_alternating.yaml
         # SOLVER.SCHEME alternating: the paper's 4-step training, --resume continues it
 
 Trailing KEY VALUE pairs override the config. Plugins listed in the config's IMPORTS are
 imported before anything is built, so projects need no training script of their own.
+An OUTPUT_DIR serves one run at a time (a lock file), and a folder holding another run's
+checkpoints needs --resume or --overwrite. Errors print their message and what to do;
+--debug (or DETKIT_DEBUG=1) adds the traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from detkit.engine.summary import (  # noqa: E402
     write_summary,
 )
 from detkit.utils import comm  # noqa: E402
+from detkit.utils.cli import run_cli  # noqa: E402
 
 logger = logging.getLogger("detkit")
 
@@ -82,4 +87,9 @@ def main(args) -> dict:
 
 if __name__ == "__main__":
     args = default_argument_parser(__doc__.splitlines()[0]).parse_args()
-    launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))
+
+    def run() -> None:
+        launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,
+               args=(args,))
+
+    sys.exit(run_cli(run, debug=args.debug))

@@ -22,7 +22,7 @@ from detkit.checkpoint.imagenet import (
 from detkit.utils import comm
 from detkit.utils.io import atomic_write
 
-__all__ = ["DetectionCheckpointer", "atomic_write"]
+__all__ = ["CheckpointReadError", "DetectionCheckpointer", "atomic_write", "non_finite_tensors"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +46,32 @@ def _summarize_keys(keys: Iterable[str]) -> str:
     return ", ".join(parts)
 
 
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, not a PyTorch file, or pickled
+    objects); nothing of the model has been changed when it is raised."""
+
+
+def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or infinity."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+
+
 class DetectionCheckpointer(Checkpointer):
     """fvcore's Checkpointer for detkit: what ``MODEL.WEIGHTS`` and ``--resume`` use.
 
     - Saves are atomic (:func:`atomic_write`): the checkpoint file is complete before it
       gets its name, and ``last_checkpoint`` is rewritten only after that, so a crash
       during a save leaves ``last_checkpoint`` naming the previous good file. Only the
-      main process (rank 0) writes.
+      main process (rank 0) writes. Weights holding NaN or infinity are never saved
+      (:class:`FloatingPointError`), so ``last_checkpoint`` always names finite weights.
+    - ``resume_or_load`` falls back to the newest readable checkpoint when the one
+      ``last_checkpoint`` names is missing or truncated, with a warning naming it.
     - ``load(path)`` takes a local file, an http(s) URL (downloaded once into iopath's
       cache) or ``torchvision://<model>`` (torchvision's ImageNet weights, see
       :func:`~detkit.checkpoint.imagenet.resolve_torchvision_url`). A detkit checkpoint
@@ -96,7 +115,19 @@ class DetectionCheckpointer(Checkpointer):
         """
         if not self.save_dir or not self.save_to_disk or not comm.is_main_process():
             return
-        data = {"model": self.model.state_dict()}
+        state = self.model.state_dict()
+        bad = non_finite_tensors(state)
+        if bad:
+            last = self._last_checkpoint_name()
+            raise FloatingPointError(
+                f"Not saving {name}.pth: {len(bad)} model tensors hold NaN or infinite values "
+                f"({_summarize_keys(bad)}). The weights diverged in the last step; "
+                f"last_checkpoint still names {last or 'no checkpoint'}, which --resume "
+                "would continue from. Usual causes: a learning rate too high for the batch "
+                "size (lower SOLVER.BASE_LR or add SOLVER.WARMUP_ITERS), or broken boxes in "
+                "the data (tools/verify_dataset.py)."
+            )
+        data = {"model": state}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
@@ -114,6 +145,13 @@ class DetectionCheckpointer(Checkpointer):
             lambda f: f.write(last_filename_basename.encode("utf-8")),
         )
 
+    def _last_checkpoint_name(self) -> str | None:
+        try:
+            with open(os.path.join(self.save_dir, _LAST_CHECKPOINT), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
     # ------------------------------------------------------------------- finding and loading
     def has_checkpoint(self) -> bool:
         """Whether ``save_dir`` has a ``last_checkpoint`` file (never true without save_dir)."""
@@ -128,20 +166,40 @@ class DetectionCheckpointer(Checkpointer):
         weights are loaded from ``path`` (``MODEL.WEIGHTS``; "" leaves the random
         initialization), and training starts at iteration 0.
 
+        If the file ``last_checkpoint`` names is missing or cannot be read (truncated by a
+        full disk, a partial copy), the newest other checkpoint of ``save_dir`` that reads
+        is used instead, with a warning naming the broken one.
+
         Raises:
-            FileNotFoundError: ``last_checkpoint`` names a file that does not exist.
+            RuntimeError: ``last_checkpoint`` exists but no checkpoint of ``save_dir`` reads.
         """
         if resume and self.has_checkpoint():
-            last = self.get_checkpoint_file()
-            if not os.path.isfile(last):
-                raise FileNotFoundError(
-                    f"{os.path.join(self.save_dir, _LAST_CHECKPOINT)} names '{last}', which "
-                    "does not exist. Write the name of an existing checkpoint of that "
-                    "directory into it, or delete it to start from MODEL.WEIGHTS."
-                )
             names = ", ".join(["model", *self.checkpointables, "iteration"])
-            self.logger.info(f"Resuming from {last} ({names})")
-            return self.load(last)
+            broken: list[str] = []
+            for candidate in self._resume_candidates():
+                try:
+                    checkpoint = self.load(candidate)
+                except CheckpointReadError as error:
+                    broken.append(f"{candidate}: {str(error).splitlines()[0]}")
+                    self.logger.warning(
+                        f"Cannot resume from {candidate}: {error}\nTrying the newest "
+                        "older checkpoint."
+                    )
+                    continue
+                if broken:
+                    self.logger.warning(
+                        f"Resumed from {candidate}, the newest checkpoint that reads; skipped "
+                        f"{len(broken)} broken: " + "; ".join(broken)
+                    )
+                else:
+                    self.logger.info(f"Resumed from {candidate} ({names})")
+                return checkpoint
+            raise RuntimeError(
+                f"{os.path.join(self.save_dir, _LAST_CHECKPOINT)} exists, but no checkpoint "
+                f"of {self.save_dir} can be read"
+                + (": " + "; ".join(broken) if broken else " (there are none)")
+                + ". Delete last_checkpoint to start from MODEL.WEIGHTS, or restore a copy."
+            )
         if resume:
             self.logger.info(
                 f"No checkpoint found to resume from (no {_LAST_CHECKPOINT} in "
@@ -150,6 +208,38 @@ class DetectionCheckpointer(Checkpointer):
         if path:
             self.logger.info(f"Initializing the model from {path} (weights only)")
         return self.load(path, checkpointables=[])
+
+    def _resume_candidates(self) -> list[str]:
+        """The file ``last_checkpoint`` names (if it exists), then the other ``.pth`` files of
+        ``save_dir`` newest first: ``model_final``, then by the iteration in
+        ``model_<iter>.pth``, then other names by modification time."""
+        named = self._last_checkpoint_name()
+        first = os.path.join(self.save_dir, named) if named else None
+
+        def rank(path: str) -> tuple[int, float]:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            if stem == "model_final":
+                return (2, 0.0)
+            if stem.startswith("model_") and stem[6:].isdigit():
+                return (1, float(stem[6:]))
+            return (0, os.path.getmtime(path))
+
+        others = sorted(
+            (
+                os.path.join(self.save_dir, n)
+                for n in os.listdir(self.save_dir)
+                if n.endswith(".pth") and os.path.join(self.save_dir, n) != first
+            ),
+            key=rank,
+            reverse=True,
+        )
+        if first is not None and not os.path.isfile(first):
+            self.logger.warning(
+                f"{os.path.join(self.save_dir, _LAST_CHECKPOINT)} names '{named}', which does "
+                "not exist; looking for the newest other checkpoint."
+            )
+            first = None
+        return ([first] if first else []) + others
 
     def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
         """Load the model (and the listed checkpointables; None = all) from ``path``.
@@ -231,7 +321,7 @@ class DetectionCheckpointer(Checkpointer):
                     "or not a PyTorch file."
                 )
             first_line = str(error).splitlines()[0] if str(error) else ""
-            raise RuntimeError(
+            raise CheckpointReadError(
                 f"Could not read the checkpoint {f}: {type(error).__name__}: {first_line}\n{hint}"
             ) from error
         if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import random
+import sys
 import time
 from collections import OrderedDict
 
@@ -17,8 +18,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detkit.config import CfgNode, get_cfg
 from detkit.engine import hooks
+from detkit.engine.output_dir import claim_output_dir
 from detkit.engine.train_loop import SimpleTrainer
 from detkit.utils import comm
+from detkit.utils.cli import add_debug_argument
 from detkit.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from detkit.utils.io import atomic_write_text
 from detkit.utils.logger import setup_logger
@@ -28,10 +31,36 @@ __all__ = ["DefaultTrainer", "default_argument_parser", "default_setup", "seed_a
 logger = logging.getLogger("detkit")
 
 
+class _OptionsAnywhereParser(argparse.ArgumentParser):
+    """An argument parser whose ``--options`` may also come after the ``KEY VALUE`` pairs
+    (``... SOLVER.BASE_LR 0.01 --resume``): they are moved before them, so the trailing
+    pairs stay pure config overrides (config values never start with ``--``)."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        tokens = list(sys.argv[1:] if args is None else args)
+        options: list[str] = []
+        pairs: list[str] = []
+        index = 0
+        while index < len(tokens):
+            token = tokens[index]
+            if token.startswith("--") and token != "--":
+                options.append(token)
+                action = self._option_string_actions.get(token.split("=", 1)[0])
+                takes_value = action is not None and action.nargs != 0 and "=" not in token
+                if takes_value and index + 1 < len(tokens):
+                    options.append(tokens[index + 1])
+                    index += 1
+            else:
+                pairs.append(token)
+            index += 1
+        return super().parse_args(options + pairs, namespace)
+
+
 def default_argument_parser(description: str | None = None) -> argparse.ArgumentParser:
-    """``--config-file``, ``--resume``, ``--eval-only``, the distributed options and trailing
-    ``KEY VALUE`` config overrides."""
-    parser = argparse.ArgumentParser(
+    """``--config-file``, ``--resume``, ``--eval-only``, ``--overwrite``, ``--debug``, the
+    distributed options and trailing ``KEY VALUE`` config overrides (options may also be
+    written after the pairs)."""
+    parser = _OptionsAnywhereParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Trailing KEY VALUE pairs override the config, e.g. SOLVER.BASE_LR 0.01",
@@ -42,6 +71,13 @@ def default_argument_parser(description: str | None = None) -> argparse.Argument
         help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, scheduler, iteration)",
     )
     parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="train into an OUTPUT_DIR holding a previous run: delete its checkpoints, "
+        "last_checkpoint, metrics.json and summary.json first (without it, such a folder "
+        "is refused unless --resume)",
+    )
+    add_debug_argument(parser)
     parser.add_argument(
         "--num-gpus", type=int, default=1,
         help="processes per machine: one per GPU, or CPU processes (gloo) without GPUs",
@@ -72,13 +108,22 @@ def _previous_seed(output_dir: str) -> int | None:
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     """Output directory, logger, seed, environment summary and ``OUTPUT_DIR/config.yaml``.
 
+    The main process first claims ``OUTPUT_DIR`` (:func:`claim_output_dir`): it is locked
+    for this run, and a training run into a folder holding another run's checkpoints is
+    refused unless ``--resume`` or ``--overwrite``, before anything there is written.
+
     A negative ``SEED`` picks one at random and records it in the written config; with
     ``--resume`` the seed of the run being resumed is reused, so the data order continues.
     """
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if comm.is_main_process():
-        os.makedirs(output_dir, exist_ok=True)
+        claim_output_dir(
+            output_dir,
+            resume=getattr(args, "resume", False),
+            overwrite=getattr(args, "overwrite", False),
+            training=not getattr(args, "eval_only", False),
+        )
     setup_logger(output_dir, distributed_rank=rank)
     if cfg.SEED < 0:
         previous = _previous_seed(output_dir) if getattr(args, "resume", False) else None

@@ -116,8 +116,9 @@ class EvalHook(HookBase):
             self._evaluate()
 
     def after_train(self) -> None:
-        # Only when training reached its end (an exception leaves nothing worth evaluating).
-        if self.trainer.iter + 1 >= self.trainer.max_iter:
+        # Only when every iteration ran (an exception, even in the last one, leaves nothing
+        # worth evaluating).
+        if self.trainer.finished:
             self._evaluate()
 
 

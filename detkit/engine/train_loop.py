@@ -43,6 +43,8 @@ class TrainerBase(metaclass=ABCMeta):
     """Iterates ``run_step`` from ``start_iter`` to ``max_iter`` and calls the hooks.
 
     ``self.iter`` is the iteration being run (0-based); after training it is ``max_iter - 1``.
+    ``self.finished`` is True once every iteration has run (False while running and after
+    an exception, also one raised in the last iteration).
     """
 
     def __init__(self) -> None:
@@ -50,6 +52,7 @@ class TrainerBase(metaclass=ABCMeta):
         self.iter = 0
         self.start_iter = 0
         self.max_iter = 0
+        self.finished = False
         self.storage = EventStorage(0)
 
     def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
@@ -61,6 +64,7 @@ class TrainerBase(metaclass=ABCMeta):
     def train(self, start_iter: int, max_iter: int) -> None:
         self.start_iter, self.max_iter = start_iter, max_iter
         self.iter = start_iter
+        self.finished = False
         self.storage = EventStorage(start_iter)
         logger.info(f"Starting training from iteration {start_iter} (of {max_iter})")
         try:
@@ -75,6 +79,7 @@ class TrainerBase(metaclass=ABCMeta):
                     hook.after_step()
             # So that after_train hooks see the last iteration, not one past it.
             self.iter = max(start_iter, max_iter - 1)
+            self.finished = True
         finally:
             for hook in self._hooks:
                 hook.after_train()

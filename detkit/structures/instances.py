@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Instances"]
+__all__ = ["Instances", "check_gt_classes"]
 
 
 class Instances:
@@ -130,4 +130,29 @@ class Instances:
         return (
             f"Instances(num_instances={len(self)}, image_height={self._image_size[0]}, "
             f"image_width={self._image_size[1]}, fields=[{fields}])"
+        )
+
+
+def check_gt_classes(gt_classes: torch.Tensor, num_classes: int, key: str) -> None:
+    """Refuse ground-truth class indices outside ``0 .. num_classes - 1`` before they reach a
+    loss (where torch would fail with an index error, or worse, silently learn them as
+    background).
+
+    Args:
+        gt_classes: ``[M]`` class indices of one image's objects.
+        num_classes: the number of foreground classes the head predicts.
+        key: the config key holding ``num_classes``, named in the error.
+
+    Raises:
+        ValueError: naming the offending index, ``key`` and its value.
+    """
+    if gt_classes.numel() == 0:
+        return
+    low, high = int(gt_classes.min()), int(gt_classes.max())
+    if low < 0 or high >= num_classes:
+        bad = high if high >= num_classes else low
+        raise ValueError(
+            f"A ground-truth object has class index {bad}, outside 0 .. {num_classes - 1} "
+            f"({key} = {num_classes}). Set {key} to the number of classes of the training "
+            "datasets (len of their thing_classes), or fix the category ids of the data."
         )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "remove_orphaned_temporaries"]
+
+# ".<final name>.<12 hex digits>.tmp", the temporary files of atomic_write.
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -45,3 +49,18 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
 def atomic_write_text(path: str, text: str) -> None:
     """:func:`atomic_write` of UTF-8 text."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_orphaned_temporaries(directory: str) -> list[str]:
+    """Delete the temporary files that :func:`atomic_write` left in ``directory`` when its
+    process was killed mid-write (they are never complete). Call it only while no other
+    process writes there (e.g. holding the folder's run lock). Returns the names removed."""
+    if not os.path.isdir(directory):
+        return []
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if _TEMPORARY.match(name) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+    return removed

@@ -32,7 +32,7 @@ from detkit.modeling import (
 
 # Normalization, padding and ground-truth checks shared by detkit's meta-architectures.
 from detkit.modeling.meta_arch import ImageBatchMixin, detector_postprocess
-from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
+from detkit.structures import Boxes, ImageList, Instances, check_gt_classes, pairwise_iou
 from detkit.utils import comm
 from projects.retinanet.head import RetinaNetHead
 
@@ -227,6 +227,7 @@ class RetinaNet(ImageBatchMixin, nn.Module):
                 labels[positive] = 1
                 labels[negative] = 0
             if len(gt_boxes) > 0:
+                check_gt_classes(gt.gt_classes, self.num_classes, "MODEL.RETINANET.NUM_CLASSES")
                 classes = gt.gt_classes.to(matches.device)[matches].long()
                 boxes = gt_boxes.tensor[matches]
             else:  # no object: every anchor is background (or ignored); boxes unused

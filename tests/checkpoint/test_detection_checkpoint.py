@@ -6,7 +6,6 @@ partial file); the identity "save, resume, continue = uninterrupted training"; t
 equal to the saved ones.
 """
 
-import logging
 import os
 
 import pytest
@@ -18,20 +17,6 @@ from detkit.checkpoint import DetectionCheckpointer, atomic_write
 from detkit.config import get_cfg
 from detkit.solver import build_lr_scheduler, build_optimizer
 from detkit.utils import comm
-
-
-@pytest.fixture
-def log(caplog):
-    """caplog, attached to detkit's logger itself: once ``setup_logger`` has run (another
-    test may run it), that logger no longer propagates to the root logger caplog watches."""
-    detkit_logger = logging.getLogger("detkit")
-    propagate = detkit_logger.propagate
-    detkit_logger.propagate = False  # each record reaches caplog once
-    detkit_logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="detkit")
-    yield caplog
-    detkit_logger.removeHandler(caplog.handler)
-    detkit_logger.propagate = propagate
 
 
 def _solver_cfg():
@@ -189,11 +174,85 @@ def test_empty_save_dir_never_has_a_checkpoint(tmp_path, monkeypatch):
     assert not DetectionCheckpointer(model, "").has_checkpoint()
 
 
-def test_last_checkpoint_naming_a_missing_file(tmp_path):
+def test_last_checkpoint_naming_a_missing_file_and_no_other(tmp_path, log):
     (tmp_path / "last_checkpoint").write_text("model_0000999.pth")
     model, _, _ = _make(0)
-    with pytest.raises(FileNotFoundError, match="model_0000999.pth.*does not exist"):
+    with pytest.raises(RuntimeError, match="no checkpoint of .* can be read .there are none"):
         DetectionCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
+    assert "names 'model_0000999.pth', which does not exist" in log.text
+
+
+def _save_series(directory, iterations):
+    """Checkpoints after each of ``iterations`` (last_checkpoint names the last one); the
+    model's weights at each, by iteration."""
+    model, optimizer, scheduler = _make(0)
+    checkpointer = DetectionCheckpointer(
+        model, str(directory), optimizer=optimizer, scheduler=scheduler
+    )
+    weights = {}
+    for iteration in iterations:
+        _train(model, optimizer, scheduler, [iteration])
+        checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+        weights[iteration] = {k: v.clone() for k, v in model.state_dict().items()}
+    return weights
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "empty"])
+def test_resume_falls_back_to_the_newest_checkpoint_that_reads(tmp_path, log, damage):
+    weights = _save_series(tmp_path, [1, 3, 5])
+    newest = tmp_path / "model_0000005.pth"
+    if damage == "truncated":  # a full disk or an interrupted copy
+        newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    elif damage == "missing":
+        newest.unlink()
+    else:
+        newest.write_bytes(b"")
+    model, optimizer, scheduler = _make(7)
+    extra = DetectionCheckpointer(
+        model, str(tmp_path), optimizer=optimizer, scheduler=scheduler
+    ).resume_or_load("", resume=True)
+    assert extra == {"iteration": 3}  # model_0000003, not the older model_0000001
+    for key, value in weights[3].items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert scheduler.last_epoch == 2  # two updates had run when model_0000003 was saved
+    if damage != "missing":
+        assert "Cannot resume from" in log.text and "model_0000005.pth" in log.text
+        assert "Resumed from" in log.text and "skipped 1 broken" in log.text
+        assert newest.exists()  # the broken file is left for the user to inspect
+
+
+def test_resume_with_every_checkpoint_broken_names_them(tmp_path):
+    _save_series(tmp_path, [1, 2])
+    for name in ("model_0000001.pth", "model_0000002.pth"):
+        (tmp_path / name).write_bytes(b"garbage")
+    model, _, _ = _make(0)
+    with pytest.raises(RuntimeError, match="model_0000002.pth: Could not read.*model_0000001"):
+        DetectionCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
+
+
+def test_resume_order_ranks_final_then_iteration_not_name_order(tmp_path):
+    _save_series(tmp_path, [9, 10])  # "model_0000009" < "model_0000010" as numbers too
+    model, _, _ = _make(0)
+    checkpointer = DetectionCheckpointer(model, str(tmp_path))
+    (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
+    (tmp_path / "model_final.pth").write_bytes((tmp_path / "model_0000010.pth").read_bytes())
+    names = [os.path.basename(p) for p in checkpointer._resume_candidates()]
+    assert names == ["model_0000009.pth", "model_final.pth", "model_0000010.pth"]
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    weights = _save_series(tmp_path, [0])
+    model, _, _ = _make(0)
+    model.load_state_dict(weights[0])
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+        model[1].running_var[2] = float("inf")
+    checkpointer = DetectionCheckpointer(model, str(tmp_path))
+    with pytest.raises(FloatingPointError, match=r"2 model tensors.*0\.weight.*1\.running_var"
+                       r".*last_checkpoint still names model_0000000\.pth"):
+        checkpointer.save("model_0000001", iteration=1)
+    assert _files(tmp_path) == ["last_checkpoint", "model_0000000.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"
 
 
 def test_missing_local_file_says_what_weights_accepts(tmp_path):

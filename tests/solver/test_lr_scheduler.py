@@ -6,7 +6,6 @@ identity "save and resume = uninterrupted run".
 """
 
 import io
-import logging
 
 import pytest
 import torch
@@ -14,20 +13,6 @@ from torch import nn
 
 from detkit.config import get_cfg
 from detkit.solver import WarmupCosineLR, WarmupMultiStepLR, build_lr_scheduler, build_optimizer
-
-
-@pytest.fixture
-def log(caplog):
-    """caplog, attached to detkit's logger itself: once ``setup_logger`` has run (another
-    test may run it), that logger no longer propagates to the root logger caplog watches."""
-    detkit_logger = logging.getLogger("detkit")
-    propagate = detkit_logger.propagate
-    detkit_logger.propagate = False  # each record reaches caplog once
-    detkit_logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="detkit")
-    yield caplog
-    detkit_logger.removeHandler(caplog.handler)
-    detkit_logger.propagate = propagate
 
 
 def _cfg(**solver):

@@ -141,3 +141,42 @@ def test_rpn_only_config_trains_evaluates_recall_and_writes_proposals(tiny_shape
     second = load_proposals(os.path.join(evaluated, "inference", "shapes_test", "proposals.npz"))
     assert first.image_ids == second.image_ids
     assert first.boxes.tolist() == second.boxes.tolist()
+
+
+def test_a_new_run_into_a_finished_folder_is_refused(quickstart_run, tiny_shapes_root):
+    out, _ = quickstart_run
+    before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
+    proc = run(["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml",
+                *SHORT, "OUTPUT_DIR", out], tiny_shapes_root, check=False)
+    assert proc.returncode == 1
+    assert "holds a finished run (model_final.pth)" in proc.stderr
+    assert "--resume" in proc.stderr and "--overwrite" in proc.stderr
+    assert "Traceback" not in proc.stderr  # the message, not the frames
+    after = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
+    assert after == before  # not a file written, not even the log or config.yaml
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_divergence_stops_with_a_message_and_finite_checkpoints(tiny_shapes_root, tmp_path, debug):
+    # lr 1e4 makes the weights non-finite within a step; a checkpoint every iteration.
+    out = str(tmp_path / "diverged")
+    args = ["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml", *SHORT,
+            "SOLVER.BASE_LR", "1e4", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD",
+            "1", "SOLVER.MAX_ITER", "6", "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out]
+    proc = run(args + (["--debug"] if debug else []), tiny_shapes_root, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "Error (FloatingPointError)" in proc.stderr or debug
+    assert ("Traceback" in proc.stderr) == debug
+    assert "Traceback" in open(os.path.join(out, "log.txt")).read() or debug
+    import torch
+
+    from detkit.checkpoint import non_finite_tensors
+
+    saved = [n for n in os.listdir(out) if n.endswith(".pth")]
+    for name in saved:  # every checkpoint written holds finite weights
+        state = torch.load(os.path.join(out, name), weights_only=True)["model"]
+        assert non_finite_tensors(state) == [], name
+    if saved:
+        assert open(os.path.join(out, "last_checkpoint")).read().strip() in saved
+    assert not os.path.exists(os.path.join(out, "model_final.pth"))
+    assert "Evaluation" not in proc.stdout + proc.stderr  # nothing evaluated after a crash

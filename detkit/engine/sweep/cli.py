@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from detkit.engine.sweep.loading import load_sweep
 from detkit.engine.sweep.runner import exit_code, run_sweep
 from detkit.engine.sweep.spec import SweepError
+from detkit.utils.cli import add_debug_argument
 
 __all__ = ["main"]
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="stop at the first failed run (default: go on with the others)",
     )
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     invocation = "python " + shlex.join(
         [sys.argv[0], *sys.argv[1:]] if argv is None else ["tools/sweep.py", *argv]

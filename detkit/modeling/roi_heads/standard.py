@@ -17,7 +17,7 @@ from detkit.modeling.roi_heads.fast_rcnn import (
     fast_rcnn_inference_single_image,
 )
 from detkit.modeling.sampler import Sampler, build_sampler
-from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
+from detkit.structures import Boxes, ImageList, Instances, check_gt_classes, pairwise_iou
 
 __all__ = ["StandardROIHeads"]
 
@@ -166,6 +166,7 @@ class StandardROIHeads(nn.Module):
                 boxes = Boxes.cat([boxes, gt_boxes])
             matches, labels = self.proposal_matcher(pairwise_iou(gt_boxes, boxes))
             if len(gt_boxes) > 0:
+                check_gt_classes(gt.gt_classes, self.num_classes, "MODEL.ROI_HEADS.NUM_CLASSES")
                 gt_classes = gt.gt_classes.to(matches.device)[matches].long()
                 matched = gt_boxes.tensor[matches]
             else:
