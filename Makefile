@@ -15,9 +15,10 @@ $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 # The CPU quickstart: generate the shapes dataset (first run only), train Faster R-CNN on it
-# from scratch, evaluate (VOC mAP@0.5), and draw the detections on a few test images.
+# from scratch, evaluate (VOC mAP@0.5), and draw the detections on a few test images. Run
+# again, it continues an interrupted training, or evaluates a finished one again.
 demo: $(STAMP)
-	$(PY) tools/train_net.py --config-file configs/quickstart/shapes.yaml
+	$(PY) tools/train_net.py --config-file configs/quickstart/shapes.yaml --resume
 	$(PY) tools/demo.py --config-file configs/quickstart/shapes.yaml --dataset shapes_test \
 		--max-images 8 --output output/quickstart/detections \
 		MODEL.WEIGHTS output/quickstart/model_final.pth

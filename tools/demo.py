@@ -8,7 +8,10 @@
         --max-images 8 --output output/quickstart/detections MODEL.WEIGHTS ...
 
 Writes each image with its labelled boxes (same file name, .png) and detections.json with
-every detection (box XYXY in the image's pixels, score, class) into --output.
+every detection (box XYXY in the image's pixels, score, class) into --output. Images are read
+as training reads them (detkit.data.read_image: stored pixel grid, no EXIF rotation); a file
+that is missing, truncated or not an image is refused with the reason, the others are still
+processed, and the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cv2  # noqa: E402
 
 from detkit.config import get_cfg  # noqa: E402
+from detkit.data.image_file import ImageFileError  # noqa: E402
+from detkit.data.mapper import read_image  # noqa: E402
 from detkit.engine.predictor import DefaultPredictor  # noqa: E402
+from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 from detkit.utils.visualizer import draw_instances  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="output/demo")
     parser.add_argument("--score-thresh", type=float, default=0.5, help="draw and keep above")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
 
     cfg = get_cfg()
@@ -81,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     predictor = DefaultPredictor(cfg)
     names = class_names_of(cfg)
     os.makedirs(args.output, exist_ok=True)
-    records = []
+    records, refused = [], 0
     for path in files:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            print(f"skipping {path}: OpenCV cannot read it")
+        try:
+            image = read_image(path, "BGR")
+        except (FileNotFoundError, ImageFileError) as e:
+            print(f"Refused: {e}", file=sys.stderr)
+            refused += 1
             continue
         det = predictor(image)
         det = det[det.scores > args.score_thresh]
@@ -108,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.output, "detections.json"), "w", encoding="utf-8") as f:
         json.dump(records, f, indent=1)
     print(f"Drawn images and detections.json in {args.output}")
-    return 0
+    if refused:
+        print(f"{refused} of {len(files)} images refused (reasons above).", file=sys.stderr)
+    return 1 if refused else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

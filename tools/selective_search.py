@@ -41,17 +41,7 @@ from detkit.data.selective_search import (  # noqa: E402
     compute_selective_search_proposals,
     require_selective_search,
 )
-from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from detkit.utils.cli import add_debug_argument, int_at_least, run_cli  # noqa: E402
 
 
 def _non_negative_float(text: str) -> float:
@@ -88,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-proposals",
-        type=_positive_int,
+        type=int_at_least(1),
         default=2000,
         metavar="N",
         help="at most N boxes per image, SS's first ones (default: 2000)",
@@ -102,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--resize-to",
-        type=_positive_int,
+        type=int_at_least(1),
         default=None,
         metavar="S",
         help="run SS on a copy whose shorter side is S px (default: original)",

@@ -43,8 +43,10 @@ def main(args) -> dict:
     datasets = list(cfg.DATASETS.TEST)
     if args.eval_only:
         from detkit.checkpoint import DetectionCheckpointer
+        from detkit.data.verify import verify_datasets
         from detkit.modeling import build_model
 
+        verify_datasets(cfg, cfg.DATASETS.TEST)  # every test set before the first is evaluated
         model = build_model(cfg)
         DetectionCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
@@ -74,6 +76,7 @@ def main(args) -> dict:
             "training_time_s": round(trainer.train_time, 1),
             "wall_time_s": round(time.perf_counter() - start, 1),
             "iterations": cfg.SOLVER.MAX_ITER,
+            "start_iteration": trainer.start_iter,  # > 0 when resumed: times cover the rest
             "seed": cfg.SEED,
             **summarize_results(results if isinstance(results, dict) else {}),
         }

@@ -309,7 +309,14 @@ class DetectionCheckpointer(Checkpointer):
         try:
             loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
         except Exception as error:
-            if "Weights only load failed" in str(error):
+            with open(f, "rb") as handle:
+                head = handle.read(4)
+            if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip nor pickle
+                hint = (
+                    f"It is not a PyTorch file (it starts with {head!r}): an empty file, a "
+                    "download that saved an error page, or another format."
+                )
+            elif "Weights only load failed" in str(error):
                 hint = (
                     "It holds Python objects besides tensors and plain values, which detkit "
                     "does not unpickle (that could run code). If you trust the file, load it "

@@ -162,6 +162,8 @@ _C.DATASETS.TRAIN = []  # names concatenated for training, e.g. ["voc_2007_train
 _C.DATASETS.TEST = []  # names evaluated, e.g. ["voc_2007_test"]
 _C.DATASETS.PROPOSAL_FILES_TRAIN = []  # one proposals file (.npz) per DATASETS.TRAIN name
 _C.DATASETS.PROPOSAL_FILES_TEST = []  # one proposals file (.npz) per DATASETS.TEST name
+# Every image decoded and every box checked before training (cached in $DETKIT_CACHE/verify):
+_C.DATASETS.VERIFY = "stop"  # on a bad image: "stop" the run with a report, "skip" it, or "off"
 
 _C.DATALOADER = CN()  # data loading
 _C.DATALOADER.NUM_WORKERS = 2  # loader worker processes (0 = load in the main process)

@@ -27,6 +27,7 @@ from detkit.data.datasets import (
     register_coco_instances,
     register_pascal_voc,
 )
+from detkit.data.image_file import ImageFileError, load_image_file
 from detkit.data.mapper import DatasetMapper, read_image
 from detkit.data.proposals import (
     ProposalFile,
@@ -40,17 +41,27 @@ from detkit.data.samplers import (
     TrainingSampler,
     aspect_ratio_group_ids,
 )
+from detkit.data.verify import (
+    DatasetVerificationError,
+    VerificationReport,
+    verify_dataset_dicts,
+    verify_datasets,
+    verify_registered_datasets,
+)
 
 register_all_builtin(datasets_root())
 
 __all__ = [
     "SHAPE_CLASSES", "VOC_CLASSES", "AspectRatioGroupedBatchSampler", "DatasetCatalog",
-    "DatasetFromList", "DatasetMapper", "InferenceSampler", "MapDataset", "Metadata",
+    "DatasetFromList", "DatasetMapper", "DatasetVerificationError", "ImageFileError",
+    "InferenceSampler", "MapDataset", "Metadata", "VerificationReport",
     "MetadataCatalog", "ProposalFile", "TrainingSampler", "aspect_ratio_group_ids",
     "attach_precomputed_proposals",
     "build_detection_test_loader", "build_detection_train_loader", "datasets",
     "duplicate_with_flips", "generate_shapes", "get_detection_dataset_dicts", "load_coco_json",
-    "load_proposals", "load_voc_instances", "read_image", "register_all_builtin",
+    "load_image_file", "load_proposals", "load_voc_instances", "read_image",
+    "register_all_builtin",
     "register_coco_instances",
-    "register_pascal_voc", "save_proposals", "trivial_batch_collator", "worker_init_reset_seed",
+    "register_pascal_voc", "save_proposals", "trivial_batch_collator", "verify_dataset_dicts",
+    "verify_datasets", "verify_registered_datasets", "worker_init_reset_seed",
 ]

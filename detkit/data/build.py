@@ -29,6 +29,13 @@ from detkit.data.samplers import (
     aspect_ratio_group_ids,
     shared_random_seed,
 )
+from detkit.data.verify import (
+    DatasetVerificationError,
+    VerificationReport,
+    check_verify_mode,
+    dataset_num_classes,
+    verify_dataset_dicts,
+)
 from detkit.utils import comm
 
 __all__ = [
@@ -49,6 +56,8 @@ def get_detection_dataset_dicts(
     names: str | Sequence[str],
     filter_empty: bool = True,
     proposal_files: Sequence[str] | None = None,
+    *,
+    verify: str = "off",
 ) -> list[dict]:
     """The dicts of one or several registered datasets, concatenated in order.
 
@@ -58,7 +67,12 @@ def get_detection_dataset_dicts(
             difficult / crowd objects).
         proposal_files: one proposals file per name (``DATASETS.PROPOSAL_FILES_TRAIN``),
             attached to its dicts by image id (:func:`attach_precomputed_proposals`).
+        verify: ``DATASETS.VERIFY``: check every image and annotation first
+            (:mod:`detkit.data.verify`, cached); "stop" raises a
+            :class:`~detkit.data.verify.DatasetVerificationError` listing every problem,
+            "skip" leaves the bad images out with a warning, "off" checks nothing.
     """
+    check_verify_mode(verify)
     names = [names] if isinstance(names, str) else list(names)
     if not names:
         raise ValueError("No dataset names given (is DATASETS.TRAIN / DATASETS.TEST empty?).")
@@ -78,13 +92,25 @@ def get_detection_dataset_dicts(
             + "; ".join(f"'{n}': {c}" for n, c in known.items())
         )
     dicts: list[dict] = []
+    report = VerificationReport()
     for index, name in enumerate(names):
         part = DatasetCatalog.get(name)
         if not part:
             raise ValueError(f"Dataset '{name}' is empty (its registered function returned []).")
         if proposal_files:
             part = attach_precomputed_proposals(part, proposal_files[index])
+        if verify != "off":
+            part_report = verify_dataset_dicts(
+                part, dataset_name=name,
+                num_classes=dataset_num_classes(name),
+            )
+            report.extend(part_report)
+            bad = part_report.bad_indices(name)
+            if verify == "skip" and bad:
+                part = [d for i, d in enumerate(part) if i not in bad]
         dicts.extend(part)
+    if verify != "off":
+        _act_on_verification(report, verify, len(dicts))
     if filter_empty:
         before = len(dicts)
         dicts = [d for d in dicts if any(_usable(a) for a in d.get("annotations", []))]
@@ -94,6 +120,25 @@ def get_detection_dataset_dicts(
             raise ValueError(f"No image of {names} has a usable object after filtering.")
     _log_summary(names, dicts, next(iter(known.values()), None))
     return dicts
+
+
+def _act_on_verification(report: VerificationReport, mode: str, num_left: int) -> None:
+    """Raise ("stop") or warn ("skip") about a report's problems; log a clean one."""
+    if report.ok:
+        logger.info(report.summary())
+        return
+    if mode == "stop":
+        raise DatasetVerificationError(report)
+    logger.warning(
+        "%s\nDATASETS.VERIFY 'skip': left out these %d image(s); %d remain. (In a test set, "
+        "the evaluator counts the images left out as images without detections.)",
+        report.format(), report.num_bad_images, num_left,
+    )
+    if not num_left:
+        raise ValueError(
+            f"Every image of {report.datasets} failed the check (DATASETS.VERIFY 'skip' left "
+            "none); fix the files listed above."
+        )
 
 
 def _log_summary(names: list[str], dicts: list[dict], classes: list[str] | None) -> None:
@@ -179,7 +224,8 @@ def build_detection_train_loader(
     world_size`` mapped dicts.
 
     Args:
-        cfg: reads DATASETS.TRAIN, DATALOADER.*, SOLVER.IMS_PER_BATCH, INPUT.*, SEED.
+        cfg: reads DATASETS.TRAIN, DATASETS.VERIFY, DATALOADER.*, SOLVER.IMS_PER_BATCH,
+            INPUT.*, SEED.
         mapper: default ``DatasetMapper(cfg, is_train=True)``.
         start_iter: batches already consumed (resume): the loader continues with batch
             ``start_iter`` of the seeded stream.
@@ -197,6 +243,7 @@ def build_detection_train_loader(
         cfg.DATASETS.TRAIN,
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         proposal_files=list(cfg.DATASETS.PROPOSAL_FILES_TRAIN),
+        verify=cfg.DATASETS.VERIFY,
     )
     if cfg.INPUT.FLIP_BY_DUPLICATION:
         dicts = duplicate_with_flips(dicts)
@@ -225,13 +272,15 @@ def build_detection_test_loader(
     """A finite loader over one dataset (this rank's contiguous shard), one image per batch.
 
     Args:
-        cfg: reads DATALOADER.NUM_WORKERS, INPUT.*.
+        cfg: reads DATALOADER.NUM_WORKERS, DATASETS.VERIFY, INPUT.*.
         dataset_name: a registered dataset.
         mapper: default ``DatasetMapper(cfg, is_train=False)``.
         multiprocessing_context: as in :func:`build_detection_train_loader`.
     """
     proposal_files = proposal_files_of_test_set(cfg, dataset_name)
-    dicts = get_detection_dataset_dicts([dataset_name], False, proposal_files)
+    dicts = get_detection_dataset_dicts(
+        [dataset_name], False, proposal_files, verify=cfg.DATASETS.VERIFY
+    )
     dataset = MapDataset(DatasetFromList(dicts), mapper or DatasetMapper(cfg, is_train=False))
     batch_sampler = BatchSampler(InferenceSampler(len(dicts)), 1, drop_last=False)
     return _data_loader(cfg, dataset, batch_sampler, 0, multiprocessing_context)

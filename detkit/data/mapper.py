@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from detkit.data.image_file import ImageFileError, load_image_file
 from detkit.data.transforms import (
     HFlipTransform,
     ResizeTransform,
@@ -33,31 +34,31 @@ def read_image(file_name: str, image_format: str = "BGR", image_id: Any = None) 
 
     Grayscale images get three equal channels, an alpha channel is dropped, and 16-bit images
     are scaled to 8 bits (x / 257, so 65535 -> 255). EXIF orientation is not applied (the
-    stored pixel grid is the one annotations refer to).
+    stored pixel grid is the one annotations refer to). A JPEG or PNG that ends early is
+    refused, not decoded with grey rows (:func:`detkit.data.image_file.load_image_file`).
 
     Raises:
-        FileNotFoundError / ValueError: naming the file and ``image_id`` when the file is
-            missing, cannot be decoded, or has an unsupported pixel type.
+        FileNotFoundError: naming the file and ``image_id`` when the file is missing.
+        ImageFileError (a ValueError): naming them when the file is empty, truncated, cannot
+            be decoded, or has an unsupported pixel type or channel count.
     """
-    where = f"{file_name} (image_id {image_id!r})"
-    image = cv2.imread(file_name, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        if not os.path.isfile(file_name):
-            raise FileNotFoundError(f"Image file not found: {where}.")
-        raise ValueError(f"OpenCV cannot decode the image {where}: corrupt or unsupported format.")
+    image = load_image_file(file_name, image_id)
     if image.dtype == np.uint16:
         image = np.round(image / 257.0).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ValueError(
-            f"Image {where} has pixel type {image.dtype}; detkit reads 8- or 16-bit images. "
-            "Convert it to an 8-bit JPEG or PNG."
+        raise ImageFileError(
+            file_name, image_id, "unsupported",
+            f"has pixel type {image.dtype}; detkit reads 8- or 16-bit images",
         )
     if image.ndim == 2 or image.shape[2] == 1:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     elif image.shape[2] != 3:
-        raise ValueError(f"Image {where} has {image.shape[2]} channels; expected 1, 3 or 4.")
+        raise ImageFileError(
+            file_name, image_id, "unsupported",
+            f"has {image.shape[2]} channels; detkit reads 1, 3 or 4",
+        )
     if image_format == "RGB":
         image = image[:, :, ::-1]
     elif image_format != "BGR":

@@ -160,10 +160,15 @@ class DefaultTrainer:
 
     def __init__(self, cfg: CfgNode):
         from detkit.checkpoint import DetectionCheckpointer, RNGState
+        from detkit.data.verify import verify_datasets
         from detkit.modeling import build_model
         from detkit.solver import build_lr_scheduler, build_optimizer
 
         self.cfg = cfg
+        # DATASETS.VERIFY: every image of DATASETS.TRAIN and DATASETS.TEST is checked now
+        # (cached by file size and time), not when the sampler or the first evaluation
+        # reaches a bad one hours later. Every rank calls it (the others read rank 0's cache).
+        verify_datasets(cfg)
         model = build_model(cfg)
         logger.info(
             f"Model: {cfg.MODEL.META_ARCHITECTURE} with "

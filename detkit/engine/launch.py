@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from detkit.utils.cli import debug_requested, report_error
 
 __all__ = ["launch"]
 
@@ -87,5 +90,10 @@ def _worker(
         ) from e
     try:
         main_func(*args)
+    except Exception as error:
+        if debug_requested():
+            raise
+        # The message, not the frames (those go to the log); the parent reports the exit.
+        sys.exit(report_error(error, where=f"process {rank}"))
     finally:
         dist.destroy_process_group()

@@ -197,6 +197,11 @@ def claim_output_dir(
         OutputDirError: the folder is locked by a live run, or holds a previous training run
             and neither ``resume`` nor ``overwrite`` is given.
     """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise OutputDirError(
+            f"OUTPUT_DIR '{directory}' is a file, not a folder. Give a folder path (it is "
+            "created if missing)."
+        )
     key = os.path.abspath(directory)
     lock = _LOCKS.get(key) or OutputDirLock(directory)
     lock.acquire()

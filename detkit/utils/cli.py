@@ -15,7 +15,14 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["DEBUG_ENV", "add_debug_argument", "debug_requested", "run_cli"]
+__all__ = [
+    "DEBUG_ENV",
+    "add_debug_argument",
+    "debug_requested",
+    "int_at_least",
+    "report_error",
+    "run_cli",
+]
 
 DEBUG_ENV = "DETKIT_DEBUG"
 
@@ -28,6 +35,21 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         help=f"on an error, show the full traceback (also: {DEBUG_ENV}=1)",
     )
     return parser
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``minimum``, else a usage error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def debug_requested(args: argparse.Namespace | None = None) -> bool:
@@ -83,15 +105,22 @@ def run_cli(main: Callable[[], int | None], debug: bool = False) -> int:
     except Exception as error:
         if debug:
             raise
-        message = str(error).strip() or "(no message)"
-        name = type(error).__name__
-        logs = _write_traceback_to_logs(error)
-        where = f" It is also in {', '.join(logs)}." if logs else ""
-        print(
-            f"\nError ({name}): {message}\n\n"
-            f"The traceback is hidden: run again with --debug or {DEBUG_ENV}=1 to see it."
-            f"{where}",
-            file=sys.stderr,
-        )
-        return 1
+        return report_error(error)
     return int(code) if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def report_error(error: BaseException, where: str = "") -> int:
+    """Print ``error``'s message and how to see its traceback on stderr, write the traceback
+    into the run's log files, and return the exit code 1. ``where`` (e.g. "process 1")
+    prefixes the message."""
+    message = str(error).strip() or "(no message)"
+    name = type(error).__name__
+    logs = _write_traceback_to_logs(error)
+    also = f" It is also in {', '.join(logs)}." if logs else ""
+    print(
+        f"\nError{' in ' + where if where else ''} ({name}): {message}\n\n"
+        f"The traceback is hidden: run again with --debug or {DEBUG_ENV}=1 to see it.{also}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1

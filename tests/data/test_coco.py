@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
@@ -70,3 +71,46 @@ def test_coco_metadata_mismatch_and_missing_file(tmp_path, dataset_name):
     register_coco_instances(missing, str(tmp_path / "no.json"), str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"no\.json[\s\S]*annotations_trainval2017\.zip"):
         DatasetCatalog.get(missing)
+
+
+def test_malformed_json_names_the_file_line_and_column(tmp_path, dataset_name):
+    name = dataset_name()
+    json_file = tmp_path / "instances.json"
+    # Cut short inside the second line, as an interrupted download leaves it.
+    json_file.write_text('{"images": [{"id": 1, "file_name": "a.jpg"},\n  {"id": 2, "file_n')
+    register_coco_instances(name, str(json_file), str(tmp_path))
+    with pytest.raises(ValueError) as error:
+        DatasetCatalog.get(name)
+    message = str(error.value)
+    # Line 2 is '  {"id": 2, "file_n': the unterminated string's quote is at column 13.
+    assert message.startswith(f"{json_file} is not valid JSON: Unterminated string")
+    assert "(line 2, column 13, character 57)" in message and "download it again" in message
+    json_file.write_text('[{"id": 1}]')
+    with pytest.raises(ValueError, match=r"instances\.json is JSON but not a COCO instances file"):
+        DatasetCatalog.get(name)
+
+
+def test_boxes_far_outside_the_image_are_dropped_and_counted(tmp_path, dataset_name, log):
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 30}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [
+            {"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1e30, 1e30]},
+            {"id": 6, "image_id": 1, "category_id": 1, "bbox": [-31, 0, 5, 5]},  # x < -width
+            {"id": 7, "image_id": 1, "category_id": 1, "bbox": [20, 10, 40, 30]},  # at the limit
+            {"id": 8, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 3]},  # empty
+        ],
+    }
+    json_file = tmp_path / "instances.json"
+    json_file.write_text(json.dumps(data))
+    name = dataset_name()
+    register_coco_instances(name, str(json_file), str(tmp_path))
+    (record,) = DatasetCatalog.get(name)
+    # Only annotation 7 is kept: [20, 10, 60, 40] clipped to the 30 x 20 image.
+    assert [a["bbox"] for a in record["annotations"]] == [[20.0, 10.0, 30.0, 20.0]]
+    warnings = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"{json_file}: dropped 2 annotations whose box lies farther outside its image than the "
+        "image's size (not clipped to a whole-image box), e.g. annotation ids [5, 6]. Fix them.",
+        f"{json_file}: dropped 1 annotations with empty or malformed boxes.",
+    ]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detkit.config import get_cfg
-from detkit.data import DatasetMapper, read_image
+from detkit.data import DatasetMapper, ImageFileError, read_image
 
 BLUE_BGR, RED_BGR = (255, 0, 0), (0, 0, 255)
 
@@ -138,3 +138,36 @@ def test_settings_from_config():
     assert DatasetMapper(cfg, is_train=True, max_size=5).max_size == 5  # keyword override
     with pytest.raises(TypeError, match="unknown settings"):
         DatasetMapper(cfg, min_size=3)
+
+
+def _noise_image(path, *params: int) -> bytes:
+    noise = np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), noise, list(params))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_images_are_refused_naming_file_and_image_id(tmp_path, suffix):
+    path = tmp_path / f"cut{suffix}"
+    data = _noise_image(path)
+    path.write_bytes(data[: len(data) - 20])  # OpenCV's imread decodes such a JPEG, grey rows
+    with pytest.raises(ImageFileError, match=rf"cut\{suffix} \(image_id 'c1'\) is truncated"):
+        read_image(str(path), "BGR", "c1")
+    path.write_bytes(b"")
+    with pytest.raises(ImageFileError, match=r"is empty \(0 bytes\)\. Copy or download"):
+        read_image(str(path), "BGR", "c1")
+
+
+def test_complete_jpegs_with_padding_or_trailing_data_are_read(tmp_path):
+    baseline = tmp_path / "base.jpg"
+    data = _noise_image(baseline)
+    expected = read_image(str(baseline), "BGR")
+    progressive = tmp_path / "progressive.jpg"
+    _noise_image(progressive, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    assert read_image(str(progressive), "BGR").shape == (24, 32, 3)
+    # Zero padding, or a trailer after the end-of-image marker (as some cameras write): the
+    # same pixels as the file alone.
+    for extra in (b"\x00" * 64, b"SEFHtrailer" * 10):
+        path = tmp_path / "extra.jpg"
+        path.write_bytes(data + extra)
+        assert np.array_equal(read_image(str(path), "BGR"), expected)

@@ -85,3 +85,49 @@ def test_register_pascal_voc_metadata_and_lazy_read(write_voc, tmp_path, dataset
     assert calls == []  # registering reads nothing
     assert DatasetCatalog.get(name)[0]["annotations"][0]["bbox"] == [0.0, 1.0, 3.0, 4.0]
     assert calls == [1]
+
+
+def test_absurd_box_dropped_not_clipped_to_a_whole_image_box(write_voc, tmp_path, log):
+    root = write_voc(str(tmp_path / "VOC"), "train", {
+        "odd": (50, 40, [
+            ("cat", 1, 1, 1e30, 1e30, 0),  # clipping would give [0, 0, 40, 50]: the whole image
+            ("dog", -40, 2, 5, 9, 0),      # x1 = -41 < -width: farther out than the image's size
+            ("cat", 1, 1, 80, 100, 0),     # x2 = 2 * width, y2 = 2 * height: the limit, clipped
+        ]),
+    })
+    (record,) = load_voc_instances(root, "train", CLASSES)
+    assert [a["bbox"] for a in record["annotations"]] == [[0.0, 0.0, 40.0, 50.0]]
+    warnings = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "odd.xml: object 0 ('cat') has a box farther outside the 40x50 image" in warnings[0]
+    assert "xmax=1e+30" in warnings[0] and "not clipped" in warnings[0]
+    assert "odd.xml: object 1 ('dog')" in warnings[1]
+
+
+def test_malformed_xml_names_the_file_position_and_what_to_do(write_voc, tmp_path):
+    root = write_voc(str(tmp_path / "VOC"), "train", {"a": (10, 10, []), "b": (10, 10, [])})
+    xml_file = os.path.join(root, "Annotations", "b.xml")
+    with open(xml_file, "w") as f:
+        f.write("<annotation>\n  <size><width>10</width>\n</annotation>")  # <size> never closed
+    with pytest.raises(ValueError) as error:
+        load_voc_instances(root, "train", CLASSES)
+    message = str(error.value)
+    assert message.startswith(f"{xml_file} is not valid XML (mismatched tag: line 3, column 2)")
+    assert "remove 'b' from" in message and "train.txt" in message
+
+
+def test_size_taken_from_the_image_only_if_it_is_complete(write_voc, tmp_path, log):
+    root = write_voc(str(tmp_path / "VOC"), "train", {"a": (12, 16, [])})
+    xml_file = os.path.join(root, "Annotations", "a.xml")
+    with open(xml_file, "w") as f:
+        f.write("<annotation></annotation>")  # no <size>: read from the 12 x 16 image
+    (record,) = load_voc_instances(root, "train", CLASSES)
+    assert (record["height"], record["width"]) == (12, 16)
+    assert "a.xml: no valid <size>; took 12x16 from the image" in log.text
+    image = os.path.join(root, "JPEGImages", "a.jpg")
+    data = open(image, "rb").read()
+    with open(image, "wb") as f:
+        f.write(data[:-10])  # cut short: no size from a picture OpenCV would fill with grey
+    with pytest.raises(ValueError, match=r"a\.xml: no valid <size>, and its image cannot be read: "
+                       r"Image .*a\.jpg \(image_id None\) is truncated"):
+        load_voc_instances(root, "train", CLASSES)

@@ -2,7 +2,10 @@
 
 COCO boxes are ``[x, y, width, height]`` in 0-based continuous pixels; detkit stores
 ``[x1, y1, x2, y2]``. Category ids (1..90 with gaps in COCO) become contiguous 0-based ids in
-sorted id order; the mapping is kept in the metadata for the COCO evaluator.
+sorted id order; the mapping is kept in the metadata for the COCO evaluator. Boxes are
+clipped to the image; boxes that are then empty, malformed, or lie farther outside the image
+than the image's own size (e.g. a width of 1e30, which clipping would turn into a whole-image
+box) are dropped and counted in a warning.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import logging
 import math
 import os
@@ -48,14 +52,42 @@ COCO_CATEGORIES = tuple(
 )
 
 
-def _xywh_to_xyxy(bbox: list, height: int, width: int) -> list[float] | None:
-    """Clip to the image; None if the box is malformed or empty."""
-    if len(bbox) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
-        return None
+def _xywh_to_xyxy(bbox: object, height: int, width: int) -> tuple[list[float] | None, str]:
+    """``(box clipped to the image, "")``, or ``(None, why)`` with why "malformed" (not 4
+    finite numbers), "outside" (farther outside the image than its size) or "empty"."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(
+        isinstance(v, (int, float)) and math.isfinite(v) for v in bbox
+    ):
+        return None, "malformed"
     x, y, w, h = (float(v) for v in bbox)
+    if x < -width or y < -height or x + w > 2 * width or y + h > 2 * height:
+        return None, "outside"
     x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
     x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-    return [x1, y1, x2, y2] if (x2 > x1 and y2 > y1) else None
+    return ([x1, y1, x2, y2], "") if (x2 > x1 and y2 > y1) else (None, "empty")
+
+
+def _read_json(json_file: str) -> dict:
+    """The parsed file; a ValueError naming the file and the position of a syntax error."""
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            content = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{json_file} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}, "
+            f"character {e.pos:,}). Fix the file, or download it again if it is cut short."
+        ) from e
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{json_file} is not UTF-8 text (byte {e.start:,}): is it the COCO annotation "
+            "file? Download it again."
+        ) from e
+    if not isinstance(content, dict) or not isinstance(content.get("images"), list):
+        raise ValueError(
+            f"{json_file} is JSON but not a COCO instances file: it needs an object with an "
+            "'images' list (and 'annotations', 'categories')."
+        )
+    return content
 
 
 def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = None) -> list[dict]:
@@ -79,8 +111,11 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
         )
     from pycocotools.coco import COCO
 
+    content = _read_json(json_file)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco = COCO(json_file)
+        coco = COCO()
+        coco.dataset = content
+        coco.createIndex()
     category_ids = sorted(coco.getCatIds())
     thing_classes = [c["name"] for c in coco.loadCats(category_ids)]
     id_map = {cat_id: i for i, cat_id in enumerate(category_ids)}
@@ -94,7 +129,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
             )
         meta.set(thing_classes=thing_classes, thing_dataset_id_to_contiguous_id=id_map)
 
-    dicts, num_dropped = [], 0
+    dicts, dropped = [], {"malformed": [], "outside": [], "empty": []}
     for image_id in sorted(coco.imgs):
         image = coco.imgs[image_id]
         height, width = int(image["height"]), int(image["width"])
@@ -106,11 +141,11 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
                     f"category_id {ann['category_id']}, which is not among the file's "
                     f"categories {category_ids}."
                 )
-            box = _xywh_to_xyxy(ann.get("bbox", []), height, width)
+            box, why = _xywh_to_xyxy(ann.get("bbox"), height, width)
             if box is None:
-                num_dropped += 1
-                logger.debug("%s: annotation %s of image %s has an empty or malformed box %s; "
-                             "dropped.", json_file, ann.get("id"), image_id, ann.get("bbox"))
+                dropped[why].append(ann.get("id"))
+                logger.debug("%s: annotation %s of image %s has a box %s (%s); dropped.",
+                             json_file, ann.get("id"), image_id, ann.get("bbox"), why)
                 continue
             annotations.append({
                 "bbox": box, "category_id": id_map[ann["category_id"]],
@@ -120,9 +155,16 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
             "file_name": os.path.join(image_root, image["file_name"]), "height": height,
             "width": width, "image_id": image_id, "annotations": annotations,
         })
-    if num_dropped:
+    if dropped["outside"]:
+        logger.warning(
+            "%s: dropped %d annotations whose box lies farther outside its image than the "
+            "image's size (not clipped to a whole-image box), e.g. annotation ids %s. Fix them.",
+            json_file, len(dropped["outside"]), dropped["outside"][:5],
+        )
+    num_other = len(dropped["malformed"]) + len(dropped["empty"])
+    if num_other:
         logger.warning("%s: dropped %d annotations with empty or malformed boxes.",
-                       json_file, num_dropped)
+                       json_file, num_other)
     return dicts
 
 

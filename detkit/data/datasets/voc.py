@@ -4,8 +4,10 @@ VOC boxes are 1-based, inclusive pixel indices (``xmin = 1`` is the first column
 dicts use 0-based continuous coordinates, so a box covers ``[xmin - 1, xmax]`` (its width is
 ``xmax - xmin + 1``). Coordinates are parsed as floats and never stored unsigned: the released
 code's ``uint16`` boxes turn an ``xmin`` of 0 into 65535 (PAPER.md, Input), a classic source
-of NaN losses. Boxes are clipped to the image; a box that is still empty is dropped with a
-warning that names the file and the object.
+of NaN losses. Boxes are clipped to the image; a box that is then empty, or one that is not
+finite or lies farther outside the image than the image's own size (e.g. ``xmax = 1e30``,
+which clipping would turn into a whole-image box), is dropped with a warning that names the
+file and the object.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 
 from detkit.data.catalog import DatasetCatalog, MetadataCatalog
+from detkit.data.image_file import load_image_file
 
 __all__ = ["VOC_CLASSES", "VOC_DOWNLOAD_HINT", "load_voc_instances", "register_pascal_voc"]
 
@@ -59,11 +62,10 @@ def _image_size(root: ET.Element, xml_file: str, image_file: str) -> tuple[int, 
             height = width = 0
         if height > 0 and width > 0:
             return height, width
-    import cv2  # only needed on this fallback path
-
-    image = cv2.imread(image_file, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{xml_file}: no valid <size>, and the image {image_file} cannot be read.")
+    try:
+        image = load_image_file(image_file)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{xml_file}: no valid <size>, and its image cannot be read: {e}") from e
     logger.warning("%s: no valid <size>; took %dx%d from the image.", xml_file, *image.shape[:2])
     return int(image.shape[0]), int(image.shape[1])
 
@@ -102,6 +104,13 @@ def _parse_object(
     box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
     if not all(math.isfinite(v) for v in box):
         logger.warning("%s has a non-finite box %s; dropped.", where, box)
+        return None
+    if box[0] < -width or box[2] > 2 * width or box[1] < -height or box[3] > 2 * height:
+        logger.warning(
+            "%s has a box farther outside the %dx%d image than its size (xmin=%g, ymin=%g, "
+            "xmax=%g, ymax=%g); dropped, not clipped to the image. Fix the annotation.",
+            where, width, height, xmin, ymin, xmax, ymax,
+        )
         return None
     x1, y1, x2, y2 = (
         min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
@@ -156,7 +165,10 @@ def load_voc_instances(dirname: str, split: str, class_names: Sequence[str]) -> 
                 f"{split_file} lists image '{image_id}', but its annotation {xml_file} is missing."
             ) from e
         except ET.ParseError as e:
-            raise ValueError(f"{xml_file} is not valid XML: {e}") from e
+            raise ValueError(
+                f"{xml_file} is not valid XML ({e}). Fix or re-create this annotation of image "
+                f"'{image_id}', or remove '{image_id}' from {split_file}."
+            ) from e
         height, width = _image_size(root, xml_file, image_file)
         annotations = [
             ann

@@ -1,0 +1,46 @@
+"""Resident memory of this process and its children (data-loader workers), for benchmarks.
+
+Read from ``/proc`` on Linux (current resident set, not the peak); elsewhere only this
+process's peak from ``resource`` is available and the children are not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["child_pids", "resident_mb"]
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_mb(pid: int | None = None) -> float:
+    """Current resident set size of ``pid`` (default: this process) in MiB."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * _PAGE_BYTES / 2**20
+    except OSError:
+        if pid != os.getpid():
+            return 0.0  # exited meanwhile, or no /proc
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB (bytes on macOS)
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def child_pids(pid: int | None = None) -> list[int]:
+    """Direct children of ``pid`` (default: this process); [] without ``/proc``."""
+    pid = os.getpid() if pid is None else pid
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                children += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return sorted(set(children))
