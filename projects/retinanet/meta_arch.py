@@ -82,6 +82,7 @@ class RetinaNet(ImageBatchMixin, nn.Module):
             0 divides by each batch's own count.
         score_thresh, topk_candidates, nms_thresh, detections_per_image: inference.
         legacy_plus_one: the ``x2 - x1 + 1`` width convention.
+        size_divisibility: pad each batch to a multiple of this (``INPUT.SIZE_DIVISIBILITY``).
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class RetinaNet(ImageBatchMixin, nn.Module):
         nms_thresh: float = 0.5,
         detections_per_image: int = 100,
         legacy_plus_one: bool = False,
+        size_divisibility: int = 0,
     ):
         super().__init__()
         self.backbone = backbone
@@ -129,6 +131,7 @@ class RetinaNet(ImageBatchMixin, nn.Module):
         self.detections_per_image = detections_per_image
         self.legacy_plus_one = legacy_plus_one
         self.set_normalization(pixel_mean, pixel_std)
+        self.set_input_size_divisibility(size_divisibility)
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:
@@ -162,6 +165,7 @@ class RetinaNet(ImageBatchMixin, nn.Module):
             "num_classes": r.NUM_CLASSES,
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
             "focal_loss_alpha": r.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": r.FOCAL_LOSS_GAMMA,
             "smooth_l1_beta": r.SMOOTH_L1_BETA,

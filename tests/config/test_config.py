@@ -107,6 +107,43 @@ def test_every_default_key_is_assigned_on_a_line_with_a_comment():
     assert uncommented == []
 
 
+def value_keys(node: CfgNode, prefix: str = "") -> set[str]:
+    """The keys that hold a value, not a group of keys."""
+    keys = set()
+    for key, value in node.items():
+        if isinstance(value, CfgNode):
+            keys |= value_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(prefix + key)
+    return keys
+
+
+def _names_read_in(paths: list[Path]) -> set[str]:
+    """Every attribute name (``node.KEY``) and string constant (``node["KEY"]``) in the
+    Python files under ``paths``, except the defaults file that declares the keys."""
+    names: set[str] = set()
+    for root in paths:
+        for path in root.rglob("*.py"):
+            if path.resolve() == Path(defaults_module.__file__).resolve():
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute):
+                    names.add(node.attr)
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    names.add(node.value)
+    return names
+
+
+def test_every_default_key_is_read_somewhere():
+    # A key that nothing reads is a promise the code does not keep (setting it changes
+    # nothing). Oracle: the key's last name is read as an attribute or a string somewhere in
+    # detkit/, tools/ or projects/. Names shared by several keys (NAME, MAX_ITER) pass if any
+    # reads them; a key no code mentions at all fails.
+    read = _names_read_in([REPO_ROOT / "detkit", REPO_ROOT / "tools", REPO_ROOT / "projects"])
+    unread = sorted(k for k in value_keys(defaults_module._C) if k.rsplit(".", 1)[-1] not in read)
+    assert unread == []
+
+
 # --------------------------------------------------------------------------------------------
 # _BASE_
 # --------------------------------------------------------------------------------------------

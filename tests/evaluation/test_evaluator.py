@@ -1,6 +1,7 @@
 """inference_on_dataset with a fake model and loader: mode and gradients, evaluator calls,
 warm-up-excluded timing; DatasetEvaluators; the printed summary."""
 
+import importlib
 import logging
 import time
 
@@ -20,10 +21,11 @@ class FakeModel(nn.Module):
     """Returns ``{"value": image_id * 10}`` per image; records its mode and grad state;
     sleeps ``slow_s`` for each of the first ``num_slow`` images and ``fast_s`` after."""
 
-    def __init__(self, num_slow=0, slow_s=0.0, fast_s=0.0, fail_at=None):
+    def __init__(self, num_slow=0, slow_s=0.0, fast_s=0.0, fail_at=None, sleep=time.sleep):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(1))
         self.num_slow, self.slow_s, self.fast_s, self.fail_at = num_slow, slow_s, fast_s, fail_at
+        self.sleep = sleep
         self.calls = []
 
     def forward(self, batch):
@@ -32,7 +34,7 @@ class FakeModel(nn.Module):
         seen = sum(len(b) for _, _, b in self.calls)
         self.calls.append((self.training, torch.is_grad_enabled(), batch))
         for i in range(len(batch)):
-            time.sleep(self.slow_s if seen + i < self.num_slow else self.fast_s)
+            self.sleep(self.slow_s if seen + i < self.num_slow else self.fast_s)
         out = self.weight * 0  # would carry a graph if gradients were on
         return [{"value": inp["image_id"] * 10, "requires_grad": out.requires_grad}
                 for inp in batch]
@@ -85,13 +87,36 @@ def test_mode_is_restored_when_the_model_fails():
     assert model.training is True
 
 
-def test_timing_leaves_out_the_warm_up_images():
-    # 2 slow warm-up images (0.3 s) then 6 fast ones (0.01 s). Excluding the warm-up the
-    # model time is about 0.01 s/img; including it, it would be (0.6 + 0.06) / 8 = 0.0825.
-    model = FakeModel(num_slow=2, slow_s=0.3, fast_s=0.01)
-    timing = inference_on_dataset(model, loader_of(8), None, num_warmup=2)["timing"]
-    assert 0.01 <= timing["s_per_img"] < 0.05
-    assert timing["total_s_per_img"] >= timing["s_per_img"]
+class FakeClock:
+    """``perf_counter`` that only moves when something ``sleep``s: exact timings."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_timing_leaves_out_the_warm_up_images(monkeypatch):
+    # 2 slow warm-up images (0.25 s) then 6 fast ones (0.0625 s), and 0.015625 s to load
+    # each batch (powers of two: the clock's sums are exact). Excluding the warm-up the model
+    # time is 0.0625 s/img and the total 0.078125; with the warm-up the model time would be
+    # (0.5 + 0.375) / 8 = 0.109375.
+    clock = FakeClock()
+    monkeypatch.setattr(importlib.import_module("detkit.evaluation.evaluator"), "time", clock)
+
+    def loader():
+        for batch in loader_of(8):
+            clock.sleep(0.015625)
+            yield batch
+
+    model = FakeModel(num_slow=2, slow_s=0.25, fast_s=0.0625, sleep=clock.sleep)
+    timing = inference_on_dataset(model, loader(), None, num_warmup=2)["timing"]
+    assert timing["s_per_img"] == 0.0625
+    assert timing["total_s_per_img"] == 0.078125
     assert timing["num_images"] == 8 and timing["num_warmup_images"] == 2
 
 

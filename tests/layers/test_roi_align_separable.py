@@ -71,3 +71,19 @@ def test_pooler_implementations_agree():
     assert torch.allclose(out, reference([feature], [Boxes(b) for b in boxes]), atol=1e-10)
     with pytest.raises(ValueError, match="SAMPLING_RATIO"):
         ROIAlign(implementation="separable", **{**kwargs, "sampling_ratio": 0})
+
+
+@pytest.mark.parametrize("implementation", ["separable", "torchvision"])
+def test_aligned_flag_by_hand_at_stride_2(implementation):
+    # Channel 0 holds each cell's x index, channel 1 its y index, so a bilinear sample at
+    # (x, y) reads exactly (x, y). Box (2, 4, 10, 8) in input pixels at stride 2 is cells
+    # (1, 2) to (5, 4); 2 x 2 bins of 2 x 1 cells, one sample each at the bin centre:
+    # x = 2, 4 and y = 2.5, 3.5 without the shift; half a cell less with it.
+    ys, xs = torch.meshgrid(torch.arange(6.0), torch.arange(8.0), indexing="ij")
+    feature = torch.stack([xs, ys])[None]
+    box = [torch.tensor([[2.0, 4.0, 10.0, 8.0]])]
+    function = roi_align_separable if implementation == "separable" else roi_align
+    unaligned = function(feature, box, 2, 0.5, 1, False)[0]
+    aligned = function(feature, box, 2, 0.5, 1, True)[0]
+    assert unaligned.tolist() == [[[2.0, 4.0], [2.0, 4.0]], [[2.5, 2.5], [3.5, 3.5]]]
+    assert aligned.tolist() == [[[1.5, 3.5], [1.5, 3.5]], [[2.0, 2.0], [3.0, 3.0]]]

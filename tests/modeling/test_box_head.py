@@ -70,8 +70,17 @@ def test_vgg_head_dropout_only_in_training():
     # Every fc6 unit = 8 * 0.1 = 0.8; every fc7 unit = 64 * 0.8 * 0.1 = 5.12.
     torch.testing.assert_close(head(x), torch.full((4, 64), 5.12))
     head.train()
+    torch.manual_seed(0)
     out = head(x)
-    assert (out == 0).any() and (out != 0).any()
+    # Dropout 0.5 zeroes units and doubles the rest: fc6 units are 0 or 1.6, so row r's fc7
+    # units are 0.16 k_r (k_r fc6 units kept), then 0 or 0.32 k_r. Each row's non-zero values
+    # are equal and a multiple of 0.32 (an integer k_r <= 64); about half the units are 0.
+    for row in out:
+        kept = row[row != 0]
+        assert torch.allclose(kept, kept[0].expand_as(kept))
+        multiple = kept[0].item() / 0.32
+        assert abs(multiple - round(multiple)) < 1e-4 and 1 <= round(multiple) <= 64
+    assert 0.35 < (out == 0).float().mean().item() < 0.65  # 256 units: std of the mean 0.03
 
 
 def test_conv_fc_head_matches_functional_computation():

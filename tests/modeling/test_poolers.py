@@ -1,4 +1,5 @@
-"""RoI poolers: hand-computed bins, agreement with whole-map pooling, image order, shapes."""
+"""RoI poolers: hand-computed bins (strides 1, 8, 16, 32; RoIAlign's half-pixel shift and
+sampling ratio in both implementations), agreement with whole-map pooling, image order."""
 
 from __future__ import annotations
 
@@ -27,11 +28,14 @@ def test_roi_pool_hand_computed_2x2():
 
 def test_roi_pool_of_whole_map_is_adaptive_max_pool_with_stride_16():
     generator = torch.Generator().manual_seed(0)
-    feature = torch.randn(1, 3, 6, 6, generator=generator)
+    feature = torch.randn(1, 3, 7, 7, generator=generator)
     pooler = ROIPool(output_size=3, spatial_scale=1 / 16, in_channels=3)
-    # Box edges rounded to the grid: round(80 / 16) = 5, so the box covers cells 0..5.
-    out = pooler([feature], [boxes([0, 0, 80, 80])])
+    # Box edges rounded to the nearest cell: 88 / 16 = 5.5 rounds to 6, so the box covers
+    # cells 0..6, the whole map (truncation would stop at 5); 87 / 16 = 5.44 rounds to 5.
+    out = pooler([feature], [boxes([0, 0, 88, 88])])
     torch.testing.assert_close(out, F.adaptive_max_pool2d(feature, 3))
+    out = pooler([feature], [boxes([0, 0, 87, 87])])
+    torch.testing.assert_close(out, F.adaptive_max_pool2d(feature[..., :6, :6], 3))
 
 
 @pytest.mark.parametrize("sampling_ratio", [1, 2])
@@ -48,15 +52,82 @@ def test_roi_align_aligned_on_pixel_blocks_is_average_pool(sampling_ratio):
     torch.testing.assert_close(out, F.avg_pool2d(feature, 2))
 
 
-def test_roi_align_unaligned_differs_by_half_pixel():
-    # Bilinear of a linear ramp f(x) = x is exact: without the half-pixel shift, the single
-    # sample of bin 0 of box (0, 0, 4, 4) is at x = 1 (f = 1); with it, at x = 0.5.
-    feature = torch.arange(4.0).repeat(4, 1).reshape(1, 1, 4, 4)
-    kwargs = dict(output_size=2, spatial_scale=1.0, in_channels=1, sampling_ratio=1)
+def position_map(height: int, width: int) -> torch.Tensor:
+    """``[1, 2, H, W]``: channel 0 holds each cell's x index, channel 1 its y index. Bilinear
+    interpolation of these ramps is exact: a sample at (x, y) reads (x, y)."""
+    ys, xs = torch.meshgrid(torch.arange(float(height)), torch.arange(float(width)), indexing="ij")
+    return torch.stack([xs, ys])[None]
+
+
+# implementation "torchvision" is torchvision.ops.roi_align (the kernel "auto" picks on GPUs
+# or with adaptive sampling); "separable" is detkit.layers.roi_align_separable.
+@pytest.mark.parametrize("implementation", ["separable", "torchvision"])
+def test_roi_align_aligned_flag_by_hand(implementation):
+    # Box (0, 0, 4, 4), 2 x 2 bins of 2 cells, one sample per bin at the bin centre. Without
+    # the half-pixel shift the centres are at 1 and 3; with it (pixel i covers [i, i + 1)),
+    # at 0.5 and 2.5, in x and in y.
+    feature = position_map(5, 5)
+    kwargs = dict(output_size=2, spatial_scale=1.0, in_channels=2, sampling_ratio=1,
+                  implementation=implementation)
     unaligned = ROIAlign(aligned=False, **kwargs)([feature], [boxes([0, 0, 4, 4])])
     aligned = ROIAlign(aligned=True, **kwargs)([feature], [boxes([0, 0, 4, 4])])
-    assert unaligned[0, 0, 0].tolist() == [1.0, 3.0]
-    assert aligned[0, 0, 0].tolist() == [0.5, 2.5]
+    assert unaligned[0].tolist() == [[[1.0, 3.0], [1.0, 3.0]], [[1.0, 1.0], [3.0, 3.0]]]
+    assert aligned[0].tolist() == [[[0.5, 2.5], [0.5, 2.5]], [[0.5, 0.5], [2.5, 2.5]]]
+    # A box of half a pixel, (1, 2, 1.5, 2.5), one bin: the original RoIAlign widens it to
+    # one pixel, sampled at (1.5, 2.5); the aligned one keeps it, (0.5, 1.5) to (1, 2) after
+    # the shift, sampled at its centre (0.75, 1.75).
+    kwargs["output_size"] = 1
+    small = boxes([1, 2, 1.5, 2.5])
+    assert ROIAlign(aligned=False, **kwargs)([feature], [small]).flatten().tolist() == [1.5, 2.5]
+    assert ROIAlign(aligned=True, **kwargs)([feature], [small]).flatten().tolist() == [0.75, 1.75]
+
+
+@pytest.mark.parametrize("stride", [8, 32])
+@pytest.mark.parametrize(
+    "name, implementation, expected",
+    [
+        # Cells 2..6 x 3..7 after rounding; bins of 2.5 cells: x cells {2, 3, 4} and
+        # {4, 5, 6}, y cells {3, 4, 5} and {5, 6, 7}: the max is the last index of each.
+        ("ROIPool", "auto", [[[4, 6], [4, 6]], [[5, 5], [7, 7]]]),
+        # From (1.5, 2.5) to (5.5, 6.5) after the half-cell shift; bin centres at x = 2.5,
+        # 4.5 and y = 3.5, 5.5.
+        ("ROIAlign", "separable", [[[2.5, 4.5], [2.5, 4.5]], [[3.5, 3.5], [5.5, 5.5]]]),
+        ("ROIAlign", "torchvision", [[[2.5, 4.5], [2.5, 4.5]], [[3.5, 3.5], [5.5, 5.5]]]),
+    ],
+)
+def test_pooled_cells_follow_the_stride_from_config(stride, name, implementation, expected):
+    # The RoI covers feature cells (2, 3) to (6, 7) of a map of stride 8 or 32: input
+    # pixels (2, 3, 6, 7) x stride. The map's values are the cells' x and y indices.
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "MODEL.ROI_HEADS.POOLER.NAME", name,
+        "MODEL.ROI_HEADS.POOLER.RESOLUTION", "2",
+        "MODEL.ROI_HEADS.POOLER.SAMPLING_RATIO", "1",
+        "MODEL.ROI_HEADS.POOLER.IMPLEMENTATION", implementation,
+    ])  # fmt: skip
+    pooler = build_roi_pooler(cfg, input_shape=[ShapeSpec(channels=2, stride=stride)])
+    assert pooler.spatial_scale == 1 / stride
+    out = pooler([position_map(10, 12)], [boxes([2 * stride, 3 * stride, 6 * stride, 7 * stride])])
+    assert out[0].tolist() == expected
+
+
+@pytest.mark.parametrize("implementation", ["separable", "torchvision"])
+def test_sampling_ratio_from_config(implementation):
+    # Squared x index, 4 x 4 map, box (0, 0, 4, 4): one bin per side, [-0.5, 3.5) after the
+    # shift. Three samples per side, at x = 1/6, 3/2, 17/6, read 1/6, 1 + 3/2, 4 + 25/6
+    # (linear between 0, 1, 4, 9): mean 65/18 = 3.61. Sampling ratio 2 (x = 0.5, 2.5) and
+    # adaptive sampling (4 samples, x = 0 .. 3) give 3.5, ratio 1 (x = 1.5) 2.5.
+    feature = (torch.arange(4.0) ** 2).repeat(4, 1)[None, None]
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "MODEL.ROI_HEADS.POOLER.NAME", "ROIAlign",
+        "MODEL.ROI_HEADS.POOLER.RESOLUTION", "1",
+        "MODEL.ROI_HEADS.POOLER.SAMPLING_RATIO", "3",
+        "MODEL.ROI_HEADS.POOLER.IMPLEMENTATION", implementation,
+    ])  # fmt: skip
+    pooler = build_roi_pooler(cfg, input_shape=[ShapeSpec(channels=1, stride=1)])
+    out = pooler([feature], [boxes([0, 0, 4, 4])])
+    assert out.item() == pytest.approx(65 / 18, rel=1e-6)
 
 
 @pytest.mark.parametrize("pooler_cls", [ROIPool, ROIAlign])

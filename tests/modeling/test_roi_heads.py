@@ -9,6 +9,7 @@ import torch
 from detkit.config import get_cfg
 from detkit.layers import ShapeSpec
 from detkit.modeling.roi_heads import build_roi_heads
+from detkit.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
 from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
 
 
@@ -49,7 +50,9 @@ def test_sampling_fractions_and_thresholds():
     assert int(fg.sum()) == 32  # 25% of 128: there are more than 32 foreground candidates
     iou = pairwise_iou(sampled.proposal_boxes, Boxes(gt_boxes)).max(dim=1).values
     assert torch.all(iou[fg] >= 0.5)
-    assert torch.all(iou[~fg] < 0.5) and torch.all(iou[~fg] >= 0.0)
+    # Background: IoU in [0.0, 0.5), the rest of the 128, labelled K = 2.
+    assert torch.all(iou[~fg] < 0.5) and int((~fg).sum()) == 96
+    assert torch.all(sampled.gt_classes[~fg] == 2)
     # Each foreground RoI carries the class and box of the gt it overlaps most.
     best = pairwise_iou(sampled.proposal_boxes, Boxes(gt_boxes)).argmax(dim=1)
     assert torch.equal(sampled.gt_classes[fg], torch.tensor([0, 1])[best[fg]])
@@ -75,13 +78,16 @@ def test_ground_truth_is_appended_and_background_lower_bound():
 def test_image_without_ground_truth_trains_on_background_only():
     heads = small_roi_heads()
     heads.train()
+    with torch.no_grad():  # uniform scores over the 3 classes: cross-entropy log 3 per RoI
+        for p in heads.box_predictor.parameters():
+            p.zero_()
     gt = Instances((256, 256), gt_boxes=Boxes(torch.zeros(0, 4)),
                    gt_classes=torch.zeros(0, dtype=torch.long))
     proposals = [Instances((256, 256), proposal_boxes=random_proposals(50))]
     images = ImageList(torch.zeros(1, 3, 256, 256), [(256, 256)])
     _, losses = heads(images, {"f": torch.randn(1, 8, 16, 16)}, proposals, [gt])
     assert losses["loss_box_reg"].item() == 0.0
-    assert torch.isfinite(losses["loss_cls"])
+    assert losses["loss_cls"].item() == pytest.approx(math.log(3))
 
 
 def test_losses_by_hand():
@@ -118,3 +124,61 @@ def test_inference_threshold_nms_and_topk():
     kept = det.pred_boxes.tensor.tolist()
     assert [40.0, 40.0, 60.0, 60.0] in kept
     assert ([0.0, 0.0, 20.0, 20.0] in kept) != ([1.0, 1.0, 21.0, 21.0] in kept)
+
+
+def test_class_specific_deltas_each_move_their_own_class_box():
+    # Three classes + background; deltas of class c in columns 4c .. 4c + 3 (weights 10, 10,
+    # 5, 5). RoI 0 [0, 0, 10, 10]: class 0 dx = 1 (1 px right), class 1 dy = 2 (2 px
+    # down), class 2 dw = 5 ln 2 (twice as wide around x = 5, clipped at 0); RoI 1
+    # [50, 50, 70, 70]: only class 2 moves, dx = -1 (2 px left). The background slot holds
+    # a large delta that must not be used.
+    heads = small_roi_heads(**{"MODEL.ROI_HEADS.NUM_CLASSES": 3})
+    heads.eval()
+    deltas = torch.zeros(2, 16)
+    deltas[0, 0], deltas[0, 5], deltas[0, 10] = 1.0, 2.0, 5 * math.log(2)
+    deltas[1, 8] = -1.0
+    deltas[:, 12:] = 7.0  # background
+    probs = torch.tensor([[0.3, 0.25, 0.2, 0.25], [0.15, 0.1, 0.5, 0.25]])
+    props = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 70.0, 70.0]]))
+    det = heads.inference(probs.log(), deltas, [Instances((100, 100), proposal_boxes=props)])[0]
+    expected = {
+        (0.3, 0): [1.0, 0.0, 11.0, 10.0],
+        (0.25, 1): [0.0, 2.0, 10.0, 12.0],
+        (0.2, 2): [0.0, 0.0, 15.0, 10.0],
+        (0.15, 0): [50.0, 50.0, 70.0, 70.0],
+        (0.1, 1): [50.0, 50.0, 70.0, 70.0],
+        (0.5, 2): [48.0, 50.0, 68.0, 70.0],
+    }
+    got = {
+        (round(float(s), 4), int(c)): b
+        for s, c, b in zip(det.scores, det.pred_classes, det.pred_boxes.tensor.tolist())
+    }
+    assert set(got) == set(expected)
+    for key, box in expected.items():
+        assert got[key] == pytest.approx(box, abs=1e-5), key
+
+
+def test_nms_is_per_class():
+    # Boxes A [0, 0, 30, 30] and B [3, 0, 33, 30] overlap with IoU 810 / 990 = 0.82 > 0.3.
+    boxes = torch.tensor([[0.0, 0.0, 30.0, 30.0], [3.0, 0.0, 33.0, 30.0]])
+    per_class = boxes[:, None, :].expand(2, 2, 4)  # [R, K, 4]: the same box for both classes
+    kwargs = dict(score_thresh=0.05, nms_thresh=0.3, topk_per_image=100)
+    # A as class 0 and B as class 1: different classes, both kept.
+    out = fast_rcnn_inference_single_image(
+        per_class, torch.tensor([[0.9, 0.0], [0.0, 0.8]]), (64, 64), **kwargs
+    )
+    assert out.pred_classes.tolist() == [0, 1]
+    assert out.pred_boxes.tensor.tolist() == boxes.tolist()
+    # Both class 0: B is suppressed by the better A.
+    out = fast_rcnn_inference_single_image(
+        per_class, torch.tensor([[0.9, 0.0], [0.8, 0.0]]), (64, 64), **kwargs
+    )
+    assert out.pred_classes.tolist() == [0] and out.scores.tolist() == pytest.approx([0.9])
+    # A scores both classes, B only class 1 (below A's class-1 score): B suppressed in class
+    # 1 by A, while A's class-0 detection stays.
+    out = fast_rcnn_inference_single_image(
+        per_class, torch.tensor([[0.9, 0.7], [0.0, 0.6]]), (64, 64), **kwargs
+    )
+    assert out.pred_classes.tolist() == [0, 1]
+    assert out.pred_boxes.tensor.tolist() == [boxes[0].tolist()] * 2
+    assert out.scores.tolist() == pytest.approx([0.9, 0.7])

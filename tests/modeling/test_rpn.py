@@ -1,4 +1,5 @@
-"""RPN: anchor labelling, the loss of Eq. 1 under both normalizations, proposal order."""
+"""RPN: anchor labelling, the loss of Eq. 1 under both normalizations, proposal order, and the
+head's output layout against the anchor order."""
 
 import math
 
@@ -173,15 +174,23 @@ def test_forward_training_and_inference_counts():
         Instances((64, 64), gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 40.0, 40.0]]))),
         Instances((48, 64), gt_boxes=Boxes(torch.zeros(0, 4))),
     ]
+    # The head starts near zero (N(0, 0.01)), so the 16 proposals per image are the 16
+    # anchors, clipped, which touch but do not overlap: NMS removes none and the counts are
+    # exactly the top-k limits, the best logits of each image in decreasing order.
+    logits = rpn.head([features["f"]])[0][0].detach().flatten(1)  # A = 1: [B, H * W]
+    best = logits.sort(dim=1, descending=True).values
     rpn.train()
     proposals, losses = rpn(images, features, gt)
     assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc"}
     assert all(torch.isfinite(v) for v in losses.values())
-    assert [len(p) <= 5 for p in proposals] == [True, True]
+    for i, p in enumerate(proposals):
+        torch.testing.assert_close(p.objectness_logits, best[i, :5])
     assert not proposals[0].proposal_boxes.tensor.requires_grad
     rpn.eval()
     proposals, losses = rpn(images, features)
-    assert losses == {} and all(len(p) <= 3 for p in proposals)
+    assert losses == {}
+    for i, p in enumerate(proposals):
+        torch.testing.assert_close(p.objectness_logits, best[i, :3])
     # Clipped to each image's own size.
     assert proposals[1].proposal_boxes.tensor[:, 3].max() <= 48
 
@@ -242,3 +251,47 @@ def test_ablation_keys_reach_the_rpn():
     cfg.MODEL.RPN.TEST_USE_REGRESSION = False
     rpn = build_proposal_generator(cfg, input_shape={"conv5_3": ShapeSpec(channels=8, stride=16)})
     assert rpn.test_use_objectness is False and rpn.test_use_regression is False
+
+
+@pytest.mark.parametrize("objectness", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("anchor_idx, y, x", [(0, 0, 0), (3, 2, 4), (1, 0, 3), (2, 2, 1)])
+def test_head_outputs_line_up_with_the_anchor_order(objectness, anchor_idx, y, x):
+    # A 3 x 5 map (not square) with 4 anchors per position, ratio-major: (0.5, 16),
+    # (0.5, 32), (2, 16), (2, 32). The feature is 1 at (y, x) only; the head passes it
+    # through its 3x3 conv and gives anchor `anchor_idx` the object logit 10 and dx = 0.5
+    # there, nothing anywhere else. The best proposal must then be that anchor at (y, x),
+    # moved right by half its width: anchor order (anchor, then x, then y) and the head's
+    # [A, H, W] and [A * 4, H, W] layouts must agree.
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "MODEL.ANCHOR_GENERATOR.NAME", "DefaultAnchorGenerator",
+        "MODEL.ANCHOR_GENERATOR.SIZES", "[16, 32]",
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[0.5, 2.0]",
+        "MODEL.ANCHOR_GENERATOR.OFFSET", "0.5",
+        "MODEL.RPN.HEAD.OBJECTNESS", objectness,
+        "MODEL.RPN.MIN_SIZE", "0.0",
+    ])  # fmt: skip
+    rpn = build_proposal_generator(cfg, input_shape={"conv5_3": ShapeSpec(channels=1, stride=16)})
+    head, num_anchors = rpn.head, 4
+    with torch.no_grad():
+        for layer in (head.conv, head.objectness_logits, head.anchor_deltas):
+            layer.weight.zero_()
+        head.conv.weight[0, 0, 1, 1] = 1.0  # centre tap: conv output = input
+        # Softmax head: channels are A background logits, then A object logits.
+        object_channel = anchor_idx if objectness == "sigmoid" else num_anchors + anchor_idx
+        head.objectness_logits.weight[object_channel, 0] = 10.0
+        head.anchor_deltas.weight[4 * anchor_idx, 0] = 0.5  # dx of this anchor
+    features = torch.zeros(1, 1, 3, 5)
+    features[0, 0, y, x] = 1.0
+    images = ImageList(torch.zeros(1, 3, 48, 80), [(48, 80)])
+    with torch.no_grad():
+        out = rpn.eval()(images, {"conv5_3": features})[0][0]
+    ratio, size = [(0.5, 16), (0.5, 32), (2.0, 16), (2.0, 32)][anchor_idx]
+    width, height = size / math.sqrt(ratio), size * math.sqrt(ratio)
+    centre_x, centre_y = 16 * (x + 0.5) + 0.5 * width, 16 * (y + 0.5)
+    expected = torch.tensor([centre_x - width / 2, centre_y - height / 2,
+                             centre_x + width / 2, centre_y + height / 2])
+    expected = torch.minimum(expected.clamp(min=0), torch.tensor([80.0, 48.0, 80.0, 48.0]))
+    assert out.objectness_logits[0].item() == 10.0
+    assert out.objectness_logits[1:].abs().max().item() == 0.0
+    torch.testing.assert_close(out.proposal_boxes.tensor[0], expected)

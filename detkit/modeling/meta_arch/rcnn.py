@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -27,6 +28,9 @@ class ImageBatchMixin:
     backbone: Backbone
     pixel_mean: Tensor
     pixel_std: Tensor
+    #: Batches are padded to a multiple of this too (``INPUT.SIZE_DIVISIBILITY``; 0: only to
+    #: the backbone's ``size_divisibility``).
+    input_size_divisibility: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -63,10 +67,27 @@ class ImageBatchMixin:
             (int(x.get("height", im.shape[-2])), int(x.get("width", im.shape[-1])))
             for x, im in zip(batched_inputs, images)
         ]
-        batch = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        batch = ImageList.from_tensors(images, self.padding_divisibility())
         batch.tensor = batch.tensor.contiguous(memory_format=self.input_memory_format())
         batch.original_sizes = original_sizes
         return batch
+
+    def set_input_size_divisibility(self, size_divisibility: int) -> None:
+        """Pad batches to a multiple of ``size_divisibility`` (``INPUT.SIZE_DIVISIBILITY``)."""
+        if size_divisibility < 0:
+            raise ValueError(
+                "INPUT.SIZE_DIVISIBILITY must be >= 0 (0 = no extra padding); got "
+                f"{size_divisibility}."
+            )
+        self.input_size_divisibility = int(size_divisibility)
+
+    def padding_divisibility(self) -> int:
+        """The padded batch's height and width are multiples of this (0: no constraint): the
+        least common multiple of the backbone's ``size_divisibility`` and
+        ``input_size_divisibility``, those that are set."""
+        sizes = (self.backbone.size_divisibility, self.input_size_divisibility)
+        sizes = [s for s in sizes if s > 0]
+        return math.lcm(*sizes) if sizes else 0
 
     def input_memory_format(self) -> torch.memory_format:
         """The backbone's memory format (``channels_last`` when its first 4-D weight has
@@ -130,6 +151,8 @@ class GeneralizedRCNN(ImageBatchMixin, nn.Module):
         proposal_generator: e.g. the RPN.
         roi_heads: e.g. ``StandardROIHeads``.
         pixel_mean, pixel_std: per-channel normalization of the input images.
+        size_divisibility: pad each batch to a multiple of this (``INPUT.SIZE_DIVISIBILITY``;
+            0 = no padding beyond the largest image and the backbone's own requirement).
     """
 
     #: What inference returns per image; evaluators are chosen by it (detection AP here).
@@ -143,12 +166,14 @@ class GeneralizedRCNN(ImageBatchMixin, nn.Module):
         roi_heads: nn.Module,
         pixel_mean: list[float],
         pixel_std: list[float],
+        size_divisibility: int = 0,
     ):
         super().__init__()
         self.backbone = backbone
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
         self.set_normalization(pixel_mean, pixel_std)
+        self.set_input_size_divisibility(size_divisibility)
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:
@@ -160,6 +185,7 @@ class GeneralizedRCNN(ImageBatchMixin, nn.Module):
             "roi_heads": build_roi_heads(cfg, input_shape=shapes),
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
         }
 
     def forward(self, batched_inputs: list[dict[str, Any]]):
@@ -192,7 +218,7 @@ class ProposalNetwork(ImageBatchMixin, nn.Module):
     """Backbone -> RPN only: proposals as the output (the paper's RPN stages).
 
     Inference returns ``[{"proposals": Instances(proposal_boxes, objectness_logits)}]`` in
-    original image coordinates.
+    original image coordinates. Arguments as :class:`GeneralizedRCNN`'s, without the ROI heads.
     """
 
     #: What inference returns per image; evaluators are chosen by it (proposal recall here).
@@ -205,11 +231,13 @@ class ProposalNetwork(ImageBatchMixin, nn.Module):
         proposal_generator: nn.Module,
         pixel_mean: list[float],
         pixel_std: list[float],
+        size_divisibility: int = 0,
     ):
         super().__init__()
         self.backbone = backbone
         self.proposal_generator = proposal_generator
         self.set_normalization(pixel_mean, pixel_std)
+        self.set_input_size_divisibility(size_divisibility)
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:
@@ -221,6 +249,7 @@ class ProposalNetwork(ImageBatchMixin, nn.Module):
             ),
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
         }
 
     def forward(self, batched_inputs: list[dict[str, Any]]):
