@@ -34,8 +34,12 @@ __all__ = ["LOCK_NAME", "OutputDirError", "OutputDirLock", "claim_output_dir"]
 logger = logging.getLogger("detkit")
 
 LOCK_NAME = ".detkit_run.lock"
-# Files of a training run that --overwrite removes (a new run would mix with or resume them).
-_RUN_FILES = ("last_checkpoint", "metrics.json", "summary.json", "model_*.pth")
+# Files of a training run that --overwrite removes (a new run would mix with or resume them);
+# "*/" for runs made of steps in subfolders (SOLVER.SCHEME alternating).
+_RUN_FILES = (
+    "last_checkpoint", "metrics.json", "summary.json", "model_*.pth",
+    "*/last_checkpoint", "*/metrics.json", "*/summary.json", "*/model_*.pth",
+)
 
 
 class OutputDirError(RuntimeError):
@@ -233,6 +237,6 @@ def claim_output_dir(
         os.remove(path)
     logger.warning(
         f"--overwrite: deleted {len(previous)} files of the previous run in {directory}: "
-        + ", ".join(os.path.basename(p) for p in previous)
+        + ", ".join(os.path.relpath(p, directory) for p in previous)
     )
     return lock

@@ -13,7 +13,7 @@ import logging
 import os
 import statistics
 from abc import ABCMeta, abstractmethod
-from collections import defaultdict
+from collections import defaultdict, deque
 
 __all__ = [
     "CommonMetricPrinter",
@@ -27,13 +27,20 @@ __all__ = [
 class EventStorage:
     """Scalars by name, each with the iteration it was recorded at.
 
+    Only the newest ``history_length`` values of each scalar are kept (what the writers,
+    which run every few iterations, and the running medians need), so a run of a million
+    iterations holds no more than one of a thousand.
+
     Args:
         start_iter: the iteration the first ``put_scalar`` belongs to.
+        history_length: values kept per scalar.
     """
 
-    def __init__(self, start_iter: int = 0):
+    def __init__(self, start_iter: int = 0, history_length: int = 1000):
         self.iter = start_iter
-        self._history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._history: dict[str, deque[tuple[int, float]]] = defaultdict(
+            lambda: deque(maxlen=history_length)
+        )
         self._latest: dict[str, tuple[float, int]] = {}
         self._smoothing_hint: dict[str, bool] = {}
 
@@ -50,10 +57,11 @@ class EventStorage:
             self.put_scalar(name, value, smoothing_hint)
 
     def history(self, name: str) -> list[tuple[int, float]]:
-        """``[(iteration, value), ...]`` of one scalar; KeyError naming the known ones."""
+        """``[(iteration, value), ...]`` of one scalar, oldest first (at most
+        ``history_length``); KeyError naming the known ones."""
         if name not in self._history:
             raise KeyError(f"No scalar named '{name}'; recorded: {sorted(self._history)}")
-        return self._history[name]
+        return list(self._history[name])
 
     def latest(self) -> dict[str, tuple[float, int]]:
         """``{name: (value, iteration)}`` of the newest value of each scalar."""
@@ -122,11 +130,14 @@ class TensorboardWriter(EventWriter):
         self._written: dict[str, int] = {}
 
     def write(self, storage: EventStorage) -> None:
-        for name in storage.latest():
+        for name, (_, newest) in storage.latest().items():
+            written = self._written.get(name, -1)
+            if newest <= written:
+                continue
             for it, value in storage.history(name):
-                if it > self._written.get(name, -1):
+                if it > written:
                     self._writer.add_scalar(name, value, it)
-                    self._written[name] = it
+            self._written[name] = newest
         self._writer.flush()
 
     def close(self) -> None:

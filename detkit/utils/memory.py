@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["child_pids", "resident_mb"]
+__all__ = ["child_pids", "release_free_memory", "resident_mb"]
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -44,3 +44,21 @@ def child_pids(pid: int | None = None) -> list[int]:
         except OSError:
             continue
     return sorted(set(children))
+
+
+def release_free_memory() -> bool:
+    """Ask the C allocator to return its free pages to the system (glibc's
+    ``malloc_trim(0)``), so that the resident set shows the memory in use rather than what
+    the allocator keeps for reuse. Returns False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return False  # not glibc (e.g. musl)
+    trim(0)
+    return True

@@ -129,3 +129,16 @@ def test_orphaned_temporary_files_are_removed(tmp_path):
     keep.write_text("mine")
     claim_output_dir(str(tmp_path), resume=True).release()
     assert not orphan.exists() and keep.exists()
+
+
+def test_a_run_of_steps_in_subfolders_counts_as_a_previous_run(tmp_path, log):
+    # SOLVER.SCHEME alternating interrupted in step 2: checkpoints only in step folders.
+    step = tmp_path / "step1_rpn"
+    step.mkdir()
+    (step / "model_final.pth").write_text("x")
+    (step / "last_checkpoint").write_text("model_final.pth")
+    with pytest.raises(OutputDirError, match="holds an interrupted run"):
+        claim_output_dir(str(tmp_path))
+    claim_output_dir(str(tmp_path), overwrite=True).release()
+    assert os.listdir(step) == []
+    assert "step1_rpn/last_checkpoint, step1_rpn/model_final.pth" in log.text

@@ -123,3 +123,44 @@ def test_event_storage_median_and_history():
     assert storage.median("loss", 2) == 2.0
     with pytest.raises(KeyError, match="recorded: \\['loss'\\]"):
         storage.history("los")
+
+
+def test_event_storage_keeps_a_bounded_history(tmp_path, monkeypatch):
+    # A long run holds the newest history_length values per scalar, not all of them.
+    storage = EventStorage(0, history_length=4)
+    for value in range(10):
+        storage.put_scalar("loss", float(value))
+        storage.step()
+    assert storage.history("loss") == [(6, 6.0), (7, 7.0), (8, 8.0), (9, 9.0)]
+    assert storage.median("loss", 20) == 7.5  # over what is kept
+    # TensorBoard gets every value once: written every 3 iterations, then at the end.
+    from detkit.utils import events
+
+    added = []
+
+    class FakeSummaryWriter:
+        def __init__(self, log_dir):
+            pass
+
+        def add_scalar(self, name, value, it):
+            added.append((name, it, value))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    import torch.utils.tensorboard
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", FakeSummaryWriter)
+    writer = events.TensorboardWriter(str(tmp_path))
+    storage = EventStorage(0, history_length=4)
+    for it in range(8):
+        storage.put_scalar("loss", float(it))
+        if it % 3 == 2:
+            writer.write(storage)
+        storage.step()
+    writer.write(storage)
+    writer.write(storage)  # nothing new: nothing added
+    assert added == [("loss", it, float(it)) for it in range(8)]
