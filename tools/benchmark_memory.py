@@ -123,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {cfg.MODEL.DEVICE}, torch threads: {torch.get_num_threads()}, "
           f"images per iteration: {cfg.SOLVER.IMS_PER_BATCH}, "
           f"data-loader workers: {cfg.DATALOADER.NUM_WORKERS}")
-    print(f"{'iteration':>9} {'seconds':>8} {'main MiB':>9} {'in use MiB':>11} "
+    in_use_header = f" {'in use MiB':>11}" if args.release_free_memory else ""
+    print(f"{'iteration':>9} {'seconds':>8} {'main MiB':>9}{in_use_header} "
           f"{'workers MiB':>12} {'total MiB':>10}")
     for done, seconds, main_mb, in_use_mb, workers_mb in samples:
-        print(f"{done:>9} {seconds:>8.1f} {main_mb:>9.1f} {in_use_mb:>11.1f} "
+        in_use = f" {in_use_mb:>11.1f}" if args.release_free_memory else ""
+        print(f"{done:>9} {seconds:>8.1f} {main_mb:>9.1f}{in_use} "
               f"{workers_mb:>12.1f} {main_mb + workers_mb:>10.1f}")
     after = [s for s in samples if s[0] > args.warmup]
     if len(after) >= 4:
