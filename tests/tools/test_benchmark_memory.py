@@ -34,8 +34,12 @@ def test_resident_memory_grows_by_a_touched_allocation():
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc (Linux)")
 def test_children_are_found_with_their_memory():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
     try:
+        assert child.stdout.readline().strip() == "up"  # the interpreter has started
         assert child.pid in child_pids()
         assert resident_mb(child.pid) > 1.0  # a Python interpreter
     finally:
