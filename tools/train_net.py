@@ -32,6 +32,7 @@ from detkit.engine.summary import (  # noqa: E402
     summary_message,
     write_summary,
 )
+from detkit.modeling.meta_arch import check_num_classes  # noqa: E402
 from detkit.utils import comm  # noqa: E402
 from detkit.utils.cli import run_cli  # noqa: E402
 
@@ -41,6 +42,7 @@ logger = logging.getLogger("detkit")
 def main(args) -> dict:
     cfg = setup(args)
     datasets = list(cfg.DATASETS.TEST)
+    check_num_classes(cfg, None if not args.eval_only else datasets)
     if args.eval_only:
         from detkit.checkpoint import DetectionCheckpointer
         from detkit.data.verify import verify_datasets
@@ -48,9 +50,17 @@ def main(args) -> dict:
 
         verify_datasets(cfg, cfg.DATASETS.TEST)  # every test set before the first is evaluated
         model = build_model(cfg)
-        DetectionCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
+        resuming = args.resume and checkpointer.has_checkpoint()
+        if not cfg.MODEL.WEIGHTS and not resuming and not args.allow_random_weights:
+            raise ValueError(
+                "--eval-only without weights: MODEL.WEIGHTS is empty"
+                + (" and OUTPUT_DIR has no checkpoint to --resume from" if args.resume else "")
+                + ", so a randomly initialized model would be evaluated (near-zero AP). Give "
+                "MODEL.WEIGHTS path/to/model_final.pth, or --allow-random-weights to "
+                "evaluate the random model anyway (e.g. to time inference)."
+            )
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = DefaultTrainer.test(cfg, model)
         if comm.is_main_process():
             summary = {"eval_only": True, "weights": cfg.MODEL.WEIGHTS,
@@ -88,8 +98,18 @@ def main(args) -> dict:
     return results
 
 
+def argument_parser():
+    """detkit's standard parser plus ``--allow-random-weights`` (evaluation only)."""
+    parser = default_argument_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--allow-random-weights", action="store_true",
+        help="with --eval-only and no MODEL.WEIGHTS, evaluate the random model anyway",
+    )
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser(__doc__.splitlines()[0]).parse_args()
+    args = argument_parser().parse_args()
 
     def run() -> None:
         launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,

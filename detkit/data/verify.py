@@ -29,13 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from tqdm import tqdm
-
 from detkit.data.catalog import DatasetCatalog, MetadataCatalog
 from detkit.data.image_file import IMAGE_FILE_ADVICE, ImageFileError
 from detkit.data.mapper import read_image
 from detkit.data.verify_cache import ImageFacts, ResultCache, default_cache_dir
 from detkit.utils import comm
+from detkit.utils.progress import track
 
 __all__ = [
     "VERIFY_MODES",
@@ -216,12 +215,13 @@ def _image_facts(
     if to_decode:
         workers = min(num_workers if num_workers > 0 else _default_num_workers(), len(to_decode))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-            decoded = tqdm(
+            decoded = track(
                 pool.map(_decode, [path for path, _ in to_decode]),
-                total=len(to_decode),
-                desc="Checking images",
-                unit="image",
-                disable=not progress,
+                len(to_decode),
+                "Checking images",
+                "image",
+                logger,
+                enabled=progress,
             )
             for (path, stat), result in zip(to_decode, decoded):
                 facts[path] = result

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from detkit.utils import comm
+from detkit.utils.progress import track
 
 __all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_context", "inference_on_dataset"]
 
@@ -102,7 +102,8 @@ def inference_on_dataset(
     """Run ``model`` on every batch of ``data_loader`` and evaluate its outputs.
 
     The model runs in eval mode (its previous mode is restored afterwards) and without
-    gradients. A progress bar shows the batches on the main process.
+    gradients. The main process shows its progress (a bar on a terminal) and logs it with
+    an ETA every 30 s (:mod:`detkit.utils.progress`).
 
     Args:
         model: called as ``model(inputs) -> outputs`` on each batch (a list of mapped dicts).
@@ -134,9 +135,8 @@ def inference_on_dataset(
     # to the end of this one, which includes data loading and evaluator.process).
     batch_times: list[tuple[int, float, float]] = []
     with inference_context(model), torch.no_grad():
-        progress = tqdm(
-            data_loader, total=total, desc="Inference", unit="batch",
-            disable=not comm.is_main_process(), dynamic_ncols=True,
+        progress = track(
+            data_loader, total, "Inference", "batch", logger, enabled=comm.is_main_process()
         )
         last = time.perf_counter()
         for inputs in progress:
@@ -149,7 +149,6 @@ def inference_on_dataset(
             now = time.perf_counter()
             batch_times.append((len(inputs), model_seconds, now - last))
             last = now
-        progress.close()
 
     timing = _summarize_timing(batch_times, num_warmup)
     logger.info(

@@ -85,6 +85,9 @@ class RetinaNet(ImageBatchMixin, nn.Module):
         size_divisibility: pad each batch to a multiple of this (``INPUT.SIZE_DIVISIBILITY``).
     """
 
+    #: The config key of the number of classes (checked against the datasets').
+    num_classes_key = "MODEL.RETINANET.NUM_CLASSES"
+
     def __init__(
         self,
         *,

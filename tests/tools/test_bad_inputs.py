@@ -36,7 +36,7 @@ TRAIN_NET = _train_net()
 
 
 def _run(argv, capsys):
-    args = TRAIN_NET.default_argument_parser().parse_args(argv)
+    args = TRAIN_NET.argument_parser().parse_args(argv)
     code = run_cli(lambda: TRAIN_NET.main(args), debug=False)
     return code, capsys.readouterr().err
 
@@ -102,6 +102,13 @@ CASES = {
     "plugin that does not exist": (
         lambda t: ["--config-file", CONFIG, "IMPORTS", "['projects.no_such_plugin']"],
         ["projects.no_such_plugin"]),
+    "NUM_CLASSES other than the data's": (
+        lambda t: ["--config-file", CONFIG, "MODEL.ROI_HEADS.NUM_CLASSES", "1"],
+        ["MODEL.ROI_HEADS.NUM_CLASSES is 1", "'shapes_train'", "has 3 classes",
+         "Set MODEL.ROI_HEADS.NUM_CLASSES 3"]),
+    "evaluation without weights": (
+        lambda t: ["--config-file", CONFIG, "--eval-only"],
+        ["MODEL.WEIGHTS is empty", "--allow-random-weights"]),
     # checkpoints given as MODEL.WEIGHTS
     "weights file missing": (
         lambda t: ["--config-file", CONFIG, "MODEL.WEIGHTS", str(t / "none.pth")],

@@ -38,7 +38,8 @@ import tempfile
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+
+from detkit.utils.progress import Progress
 
 __all__ = ["SHAPE_CLASSES", "generate_shapes", "render_shapes_image"]
 
@@ -261,8 +262,9 @@ def generate_shapes(
             os.makedirs(os.path.join(tmp, sub))
         logger.info("Generating the shapes dataset (%d train, %d test images) in %s",
                     num_train, num_test, root)
-        with tqdm(total=num_train + num_test, desc="shapes dataset", unit="img",
-                  disable=not progress) as bar:
+        bar = Progress(num_train + num_test, "Generating shapes", "img", logger,
+                       enabled=progress, period=10.0)
+        try:
             for split_code, split, count in ((0, "train", num_train), (1, "test", num_test)):
                 ids = [f"{split}_{i:06d}" for i in range(count)]
                 for i, image_id in enumerate(ids):
@@ -270,6 +272,8 @@ def generate_shapes(
                     bar.update(1)
                 with open(os.path.join(tmp, "ImageSets", "Main", f"{split}.txt"), "w") as f:
                     f.write("".join(f"{image_id}\n" for image_id in ids))
+        finally:
+            bar.close()
         with open(os.path.join(tmp, "shapes_info.json"), "w", encoding="utf-8") as f:
             json.dump(requested, f)
         try:

@@ -17,7 +17,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from detkit.data.mapper import read_image
 from detkit.data.proposals import load_proposals, save_proposals
@@ -27,6 +26,7 @@ from detkit.data.selective_search.search import (
     require_selective_search,
     selective_search,
 )
+from detkit.utils.progress import Progress
 
 __all__ = [
     "SelectiveSearchRun",
@@ -184,7 +184,7 @@ def compute_selective_search_proposals(
         num_workers: worker processes; 0 or 1 runs in this process.
         chunksize: images handed to a worker at a time.
         checkpoint_every: images between two writes of the partial file.
-        progress: show a tqdm progress bar.
+        progress: show the progress (a bar on a terminal) and log it with an ETA.
 
     Returns:
         A :class:`SelectiveSearchRun` with counts and timings.
@@ -257,13 +257,9 @@ def compute_selective_search_proposals(
         # Spawned, not forked: forked workers hung now and then in tests here, most likely
         # on OpenCV's thread pool, which a fork copies in a locked state.
         pool = multiprocessing.get_context("spawn").Pool(num_workers, _init_worker)
-    bar = tqdm(
-        total=len(dataset_dicts),
-        initial=num_resumed,
-        disable=not progress,
-        unit="img",
-        desc=f"selective search ({mode})",
-        dynamic_ncols=True,
+    bar = Progress(
+        len(dataset_dicts), f"Selective search ({mode})", "img", logger,
+        enabled=progress, initial=num_resumed,
     )
     try:
         results = (

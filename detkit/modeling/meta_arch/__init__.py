@@ -1,6 +1,11 @@
 """Meta-architectures: whole detectors assembled from registered components."""
 
-from detkit.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model, resolve_device
+from detkit.modeling.meta_arch.build import (
+    META_ARCH_REGISTRY,
+    build_model,
+    check_num_classes,
+    resolve_device,
+)
 from detkit.modeling.meta_arch.rcnn import (
     GeneralizedRCNN,
     ImageBatchMixin,
@@ -14,6 +19,7 @@ __all__ = [
     "META_ARCH_REGISTRY",
     "ProposalNetwork",
     "build_model",
+    "check_num_classes",
     "detector_postprocess",
     "resolve_device",
 ]

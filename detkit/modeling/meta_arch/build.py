@@ -10,8 +10,8 @@ from torch import nn
 from detkit.layers import freeze_modules_by_name
 from detkit.registry import Registry, build_from_config
 
-__all__ = ["MEMORY_FORMATS", "META_ARCH_REGISTRY", "build_model", "resolve_device",
-           "resolve_memory_format"]
+__all__ = ["MEMORY_FORMATS", "META_ARCH_REGISTRY", "build_model", "check_num_classes",
+           "resolve_device", "resolve_memory_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ image). In training it returns a dict of scalar losses; in inference a list with
 per image, ``{"instances": Instances(pred_boxes, scores, pred_classes)}`` (or
 ``{"proposals": ...}`` for proposal-only models) in original image coordinates. A class
 attribute ``output_kind`` ("instances" or "proposals"; "instances" when absent) names which,
-so that the evaluation of a config picks detection AP or proposal recall.
+so that the evaluation of a config picks detection AP or proposal recall. A class
+attribute ``num_classes_key`` names the config key holding its number of classes (None for
+class-agnostic models), which :func:`check_num_classes` compares with the datasets'.
 """
 
 
@@ -73,3 +75,49 @@ def build_model(cfg, **overrides) -> nn.Module:
     device = resolve_device(cfg.MODEL.DEVICE)
     memory_format = resolve_memory_format(cfg.MODEL.MEMORY_FORMAT, device)
     return model.to(device=device, memory_format=memory_format)
+
+
+def check_num_classes(cfg, dataset_names=None) -> None:
+    """Refuse a run whose model predicts another number of classes than its datasets have.
+
+    The key is the meta-architecture's ``num_classes_key`` (``MODEL.ROI_HEADS.NUM_CLASSES``
+    for Faster R-CNN); datasets whose ``thing_classes`` are not known yet are skipped. Too
+    few classes would be learned as background, too many never trained: both run to the
+    end without a word, so the run stops before it starts.
+
+    Args:
+        dataset_names: names to check (e.g. only ``DATASETS.TEST`` when evaluating);
+            default ``DATASETS.TRAIN`` then ``DATASETS.TEST``.
+
+    Raises:
+        ValueError: naming the dataset, the key, both numbers and the fix.
+    """
+    from detkit.data import MetadataCatalog
+
+    key = getattr(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), "num_classes_key", None)
+    if key is None:
+        return
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    num_classes = int(node)
+    if dataset_names is None:
+        dataset_names = [("DATASETS.TRAIN", n) for n in cfg.DATASETS.TRAIN] + [
+            ("DATASETS.TEST", n) for n in cfg.DATASETS.TEST
+        ]
+    else:
+        test = set(cfg.DATASETS.TEST)
+        dataset_names = [("DATASETS.TEST" if n in test else "given", n) for n in dataset_names]
+    for where, name in dataset_names:
+        known = name in MetadataCatalog
+        classes = MetadataCatalog.get(name).get("thing_classes") if known else None
+        if classes is None or len(classes) == num_classes:
+            continue
+        shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+        raise ValueError(
+            f"{key} is {num_classes}, but dataset '{name}' ({where}) has {len(classes)} "
+            f"classes ({shown}). With fewer, the other classes would be learned as "
+            f"background; with more, some outputs are never trained. Set {key} "
+            f"{len(classes)} (fine-tuning a checkpoint of another class count is fine: its "
+            "predictor weights are skipped with a message)."
+        )

@@ -157,6 +157,8 @@ class GeneralizedRCNN(ImageBatchMixin, nn.Module):
 
     #: What inference returns per image; evaluators are chosen by it (detection AP here).
     output_kind = "instances"
+    #: The config key of the number of classes (checked against the datasets').
+    num_classes_key = "MODEL.ROI_HEADS.NUM_CLASSES"
 
     def __init__(
         self,
@@ -223,6 +225,7 @@ class ProposalNetwork(ImageBatchMixin, nn.Module):
 
     #: What inference returns per image; evaluators are chosen by it (proposal recall here).
     output_kind = "proposals"
+    num_classes_key = None  # class-agnostic
 
     def __init__(
         self,
