@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,9 @@ __all__ = [
 BASE_KEY = "_BASE_"
 _CONFIG_EXTENSIONS: dict[str, Callable[[CfgNode], None]] = {}
 
+
+# "SOME.KEY=value": a dotted upper-case config key, then "=".
+_KEY_EQUALS = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*=")
 
 class ConfigError(ValueError):
     """A config file or command-line override that cannot be merged."""
@@ -87,16 +91,23 @@ class CfgNode(_YacsCfgNode):
         self._merge_mapping(data, source=path)
 
     def merge_from_list(self, cfg_list: Sequence[str]) -> None:
-        """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` pairs, e.g. from the command line.
+        """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` pairs, e.g. from the command line;
+        ``KEY=VALUE`` in one item is accepted too (``SOLVER.BASE_LR=0.01``).
 
         Values are parsed as Python literals (``0.01``, ``[1, 2]``, ``True``), then as
         YAML scalars (``true``); anything else is a string.
         """
-        items = list(cfg_list)
+        items: list = []
+        for item in cfg_list:
+            # A KEY=VALUE item where a key is expected (a value may hold "=" itself).
+            if len(items) % 2 == 0 and isinstance(item, str) and _KEY_EQUALS.match(item):
+                items += item.split("=", 1)
+            else:
+                items.append(item)
         if len(items) % 2 != 0:
             raise ConfigError(
-                f"Command-line overrides must be KEY VALUE pairs; got an odd count "
-                f"({len(items)}): {items}"
+                f"Command-line overrides must be KEY VALUE pairs (or KEY=VALUE); the last "
+                f"key, {items[-1]!r}, has no value. Overrides: {items}"
             )
         pairs = list(zip(items[0::2], items[1::2]))
         # IMPORTS first, wherever it stands: plugins may define keys the other pairs set.

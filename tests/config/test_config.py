@@ -267,7 +267,16 @@ def test_merge_from_list_odd_count_is_an_error():
         get_cfg().merge_from_list(["SEED", "3", "MODEL.RPN.NMS_THRESH"])
     msg = str(excinfo.value)
     assert "KEY VALUE pairs" in msg
-    assert "odd count (3)" in msg
+    assert "the last key, 'MODEL.RPN.NMS_THRESH', has no value" in msg
+
+
+def test_merge_from_list_accepts_key_equals_value():
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "SOLVER.BASE_LR=0.5", "OUTPUT_DIR", "runs/lr=0.5", "SOLVER.STEPS=[10, 20]", "SEED", "7",
+    ])  # fmt: skip
+    assert cfg.SOLVER.BASE_LR == 0.5 and cfg.SOLVER.STEPS == [10, 20] and cfg.SEED == 7
+    assert cfg.OUTPUT_DIR == "runs/lr=0.5"  # a value holding "=" is a value
 
 
 # --------------------------------------------------------------------------------------------
