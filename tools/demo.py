@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
 """Run a trained detector on images and draw its detections.
 
-    python tools/demo.py --config-file configs/quickstart/shapes.yaml \
+    .venv/bin/python tools/demo.py --config-file configs/quickstart/shapes.yaml \
         --input photo.jpg more_images/ --output output/demo \
         MODEL.WEIGHTS output/quickstart/model_final.pth
-    python tools/demo.py --config-file configs/quickstart/shapes.yaml --dataset shapes_test \
-        --max-images 8 --output output/quickstart/detections MODEL.WEIGHTS ...
+    .venv/bin/python tools/demo.py --config-file configs/quickstart/shapes.yaml \
+        --dataset shapes_test --max-images 8 --output output/quickstart/detections \
+        --opts MODEL.WEIGHTS=output/quickstart/model_final.pth --confidence-threshold 0.7
 
 Writes each image with its labelled boxes (same file name, .png) and detections.json with
-every detection (box XYXY in the image's pixels, score, class) into --output. Images are read
-as training reads them (detkit.data.read_image: stored pixel grid, no EXIF rotation); a file
-that is missing, truncated or not an image is refused with the reason, the others are still
-processed, and the exit status is then 1.
+every detection (box XYXY in the image's pixels, score, class) into --output. Images of a
+--dataset are drawn twice, side by side: the ground truth on the left, the detections on the
+right. Images are read as training reads them (detkit.data.read_image: stored pixel grid, no
+EXIF rotation); a file that is missing, truncated or not an image is refused with the reason,
+the others are still processed, and the exit status is then 1.
+
+Config overrides are ``KEY VALUE`` or ``KEY=VALUE`` pairs, at the end or after ``--opts``;
+options may also follow them. Without MODEL.WEIGHTS the demo is refused (a model with random
+weights draws random boxes) unless --allow-random-weights.
 """
 
 from __future__ import annotations
@@ -29,8 +35,16 @@ from detkit.config import get_cfg  # noqa: E402
 from detkit.data.image_file import ImageFileError  # noqa: E402
 from detkit.data.mapper import read_image  # noqa: E402
 from detkit.engine.predictor import DefaultPredictor  # noqa: E402
-from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
-from detkit.utils.visualizer import draw_instances  # noqa: E402
+from detkit.utils.cli import (  # noqa: E402
+    add_config_overrides_arguments,
+    add_debug_argument,
+    parse_args_anywhere,
+    run_cli,
+)
+from detkit.utils.visualizer import (  # noqa: E402
+    draw_instances,
+    draw_predictions_and_ground_truth,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -61,45 +75,77 @@ def class_names_of(cfg) -> list[str] | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Options may come before or after the config overrides.",
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", nargs="+", default=[], help="image files or folders")
-    parser.add_argument("--dataset", default="", help="take the images of a registered dataset")
+    parser.add_argument(
+        "--dataset", default="",
+        help="take the images of a registered dataset (drawn beside their ground truth)",
+    )
     parser.add_argument("--max-images", type=int, default=0, help="at most this many (0: all)")
     parser.add_argument("--output", default="output/demo")
-    parser.add_argument("--score-thresh", type=float, default=0.5, help="draw and keep above")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    parser.add_argument(
+        "--score-thresh", "--confidence-threshold", dest="score_thresh", type=float,
+        default=0.5, help="draw and keep detections scoring above this",
+    )
+    parser.add_argument(
+        "--allow-random-weights", action="store_true",
+        help="run without MODEL.WEIGHTS (a model with random weights draws random boxes)",
+    )
+    add_config_overrides_arguments(parser)
     add_debug_argument(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_args_anywhere(parser, argv)
 
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    files = collect_images(args.input)
+    if not cfg.MODEL.WEIGHTS and not args.allow_random_weights:
+        parser.error(
+            "no MODEL.WEIGHTS: a model with random weights draws random boxes. Give the "
+            "trained model (e.g. MODEL.WEIGHTS output/quickstart/model_final.pth), or add "
+            "--allow-random-weights to run it anyway."
+        )
+    # (file name, its dataset annotations, or None for a plain image)
+    items: list[tuple[str, list[dict] | None]] = [(f, None) for f in collect_images(args.input)]
     if args.dataset:
         from detkit.data import DatasetCatalog
 
-        files += [d["file_name"] for d in DatasetCatalog.get(args.dataset)]
+        items += [
+            (d["file_name"], d.get("annotations", [])) for d in DatasetCatalog.get(args.dataset)
+        ]
     if args.max_images > 0:
-        files = files[: args.max_images]
-    if not files:
+        items = items[: args.max_images]
+    if not items:
         parser.error("no images: give --input files/folders or --dataset NAME")
-    predictor = DefaultPredictor(cfg)
+    files = [f for f, _ in items]
+    predictor = DefaultPredictor(cfg, allow_random_weights=args.allow_random_weights)
     names = class_names_of(cfg)
     os.makedirs(args.output, exist_ok=True)
     records, refused = [], 0
-    for path in files:
+    for path, ground_truth in items:
         try:
             image = read_image(path, "BGR")
         except (FileNotFoundError, ImageFileError) as e:
             print(f"Refused: {e}", file=sys.stderr)
             refused += 1
             continue
-        det = predictor(image)
+        det = predictor(image)["instances"]
         det = det[det.scores > args.score_thresh]
         scale = 2.0 if max(image.shape[:2]) < 512 else 1.0
-        drawn = draw_instances(image, det, names, scale=scale)
+        if ground_truth is None:
+            drawn = draw_instances(image, det, names, scale=scale)
+        else:
+            drawn = draw_predictions_and_ground_truth(image, det, ground_truth, names, scale)
         stem = os.path.splitext(os.path.basename(path))[0]
         cv2.imwrite(os.path.join(args.output, stem + ".png"), drawn)
         records.append({

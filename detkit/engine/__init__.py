@@ -1,5 +1,5 @@
-"""Training and evaluation: the loop, its hooks, launching processes, the default trainer and
-4-step alternating training."""
+"""Training and evaluation: the loop, its hooks, launching processes, the default trainer,
+4-step alternating training and the single-image predictor."""
 
 from detkit.engine.alternating import AlternatingTrainer
 from detkit.engine.defaults import (
@@ -18,10 +18,12 @@ from detkit.engine.hooks import (
     TrainingCurves,
 )
 from detkit.engine.launch import launch
+from detkit.engine.predictor import DefaultPredictor
 from detkit.engine.train_loop import HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
     "AlternatingTrainer",
+    "DefaultPredictor",
     "DefaultTrainer",
     "EvalHook",
     "HookBase",

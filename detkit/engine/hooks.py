@@ -46,7 +46,8 @@ class IterationTimer(HookBase):
     def after_step(self) -> None:
         seconds = time.perf_counter() - self._step_start
         self._train_time += seconds
-        self.trainer.storage.put_scalar("time", seconds)
+        # Raw in metrics.json; the console line shows the median.
+        self.trainer.storage.put_scalar("time", seconds, smoothing_hint=False)
         self.trainer.storage.put_scalar("train_time", self._train_time, smoothing_hint=False)
 
     @property

@@ -16,13 +16,33 @@ class DefaultPredictor:
 
     The image is converted to ``INPUT.FORMAT`` and resized to ``INPUT.MIN_SIZE_TEST`` /
     ``MAX_SIZE_TEST`` exactly as the test loader does; detections come back in the
-    coordinates of the image given.
+    coordinates of the image given, as ``{"instances": Instances}`` (what the model returns
+    for one image).
+
+    Args:
+        cfg: the config; ``MODEL.WEIGHTS`` names the trained weights.
+        allow_random_weights: accept an empty ``MODEL.WEIGHTS``. A model that was never
+            trained draws random boxes, so without this an empty ``MODEL.WEIGHTS`` is
+            refused (ValueError); pass True only to test plumbing (speed, shapes).
+
+    Example::
+
+        predictor = DefaultPredictor(cfg)  # cfg.MODEL.WEIGHTS = "output/model_final.pth"
+        instances = predictor(cv2.imread("image.jpg"))["instances"]
     """
 
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, *, allow_random_weights: bool = False):
         from detkit.checkpoint import DetectionCheckpointer
         from detkit.modeling import build_model
 
+        if not cfg.MODEL.WEIGHTS and not allow_random_weights:
+            raise ValueError(
+                "DefaultPredictor: MODEL.WEIGHTS is empty, so the model would keep its random "
+                "initialization and draw random boxes. Set MODEL.WEIGHTS to trained weights "
+                "(e.g. OUTPUT_DIR/model_final.pth of a training run), or pass "
+                "allow_random_weights=True if random detections are what you want (tests, "
+                "speed measurements)."
+            )
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg).eval()
         if cfg.MODEL.WEIGHTS:
@@ -31,9 +51,10 @@ class DefaultPredictor:
         self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
 
     @torch.no_grad()
-    def __call__(self, image_bgr: np.ndarray) -> Instances:
-        """``image_bgr``: uint8 ``[H, W, 3]`` as OpenCV reads it -> ``Instances`` with
-        ``pred_boxes``, ``scores``, ``pred_classes`` in its pixels."""
+    def __call__(self, image_bgr: np.ndarray) -> dict[str, Instances]:
+        """``image_bgr``: uint8 ``[H, W, 3]`` as OpenCV reads it -> ``{"instances":
+        Instances}`` with ``pred_boxes``, ``scores``, ``pred_classes`` in its pixels (on
+        the CPU)."""
         from detkit.data.transforms import ResizeTransform, resize_shortest_edge_shape
 
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
@@ -46,4 +67,4 @@ class DefaultPredictor:
         )
         tensor = torch.as_tensor(resized.astype(np.float32).transpose(2, 0, 1))
         outputs = self.model([{"image": tensor, "height": height, "width": width}])
-        return outputs[0]["instances"].to("cpu")
+        return {"instances": outputs[0]["instances"].to("cpu")}

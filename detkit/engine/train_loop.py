@@ -43,6 +43,8 @@ class TrainerBase(metaclass=ABCMeta):
     """Iterates ``run_step`` from ``start_iter`` to ``max_iter`` and calls the hooks.
 
     ``self.iter`` is the iteration being run (0-based); after training it is ``max_iter - 1``.
+    ``self.storage`` is the run's ``EventStorage``, current (``get_event_storage()``) from
+    ``before_train`` to ``after_train``, so the model may record statistics in it.
     ``self.finished`` is True once every iteration has run (False while running and after
     an exception, also one raised in the last iteration).
     """
@@ -65,24 +67,25 @@ class TrainerBase(metaclass=ABCMeta):
         self.start_iter, self.max_iter = start_iter, max_iter
         self.iter = start_iter
         self.finished = False
-        self.storage = EventStorage(start_iter)
         logger.info(f"Starting training from iteration {start_iter} (of {max_iter})")
-        try:
-            for hook in self._hooks:
-                hook.before_train()
-            for self.iter in range(start_iter, max_iter):
-                self.storage.iter = self.iter
+        # The storage is current (get_event_storage) for the hooks and the model throughout.
+        with EventStorage(start_iter) as self.storage:
+            try:
                 for hook in self._hooks:
-                    hook.before_step()
-                self.run_step()
+                    hook.before_train()
+                for self.iter in range(start_iter, max_iter):
+                    self.storage.iter = self.iter
+                    for hook in self._hooks:
+                        hook.before_step()
+                    self.run_step()
+                    for hook in self._hooks:
+                        hook.after_step()
+                # So that after_train hooks see the last iteration, not one past it.
+                self.iter = max(start_iter, max_iter - 1)
+                self.finished = True
+            finally:
                 for hook in self._hooks:
-                    hook.after_step()
-            # So that after_train hooks see the last iteration, not one past it.
-            self.iter = max(start_iter, max_iter - 1)
-            self.finished = True
-        finally:
-            for hook in self._hooks:
-                hook.after_train()
+                    hook.after_train()
 
     @abstractmethod
     def run_step(self) -> None:
@@ -149,4 +152,4 @@ class SimpleTrainer(TrainerBase):
             self.storage.put_scalar("grad_norm", clip_gradients(params, self.clip_gradients))
         self.optimizer.step()
         self.storage.put_scalars(total_loss=sum(summed.values()), **summed)
-        self.storage.put_scalar("data_time", data_time)
+        self.storage.put_scalar("data_time", data_time, smoothing_hint=False)

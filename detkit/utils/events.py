@@ -1,8 +1,10 @@
 """Training metrics: a storage that hooks write scalars into, and writers that read it out.
 
-Model code never needs this: the trainer owns one ``EventStorage`` and puts the losses the
-model returns into it. Writers print a console line, append ``metrics.json`` lines and
-write TensorBoard events.
+The trainer owns one ``EventStorage`` and puts the losses the model returns into it. While
+it trains, that storage is *current*: model code may add statistics of its own through
+:func:`try_get_event_storage` (which gives None outside training, so the model runs the same
+without a trainer) or :func:`get_event_storage` (which raises outside training). Writers
+print a console line, append ``metrics.json`` lines and write TensorBoard events.
 """
 
 from __future__ import annotations
@@ -21,7 +23,35 @@ __all__ = [
     "EventWriter",
     "JSONWriter",
     "TensorboardWriter",
+    "get_event_storage",
+    "try_get_event_storage",
 ]
+
+# Storages entered with ``with storage:``, innermost last (a trainer nested in another's hook
+# sees its own).
+_CURRENT_STORAGES: list[EventStorage] = []
+
+
+def get_event_storage() -> EventStorage:
+    """The storage of the training running now (the innermost ``with storage:``).
+
+    Raises:
+        RuntimeError: outside training. Code that also runs outside a trainer (a model
+            called for inference or in a test) should use :func:`try_get_event_storage`.
+    """
+    if not _CURRENT_STORAGES:
+        raise RuntimeError(
+            "get_event_storage() was called outside training: no EventStorage is current. "
+            "A trainer makes its storage current while it trains; elsewhere enter one with "
+            "`with EventStorage() as storage:`, or use try_get_event_storage(), which returns "
+            "None instead of raising."
+        )
+    return _CURRENT_STORAGES[-1]
+
+
+def try_get_event_storage() -> EventStorage | None:
+    """The storage of the training running now, or None outside training."""
+    return _CURRENT_STORAGES[-1] if _CURRENT_STORAGES else None
 
 
 class EventStorage:
@@ -30,6 +60,9 @@ class EventStorage:
     Only the newest ``history_length`` values of each scalar are kept (what the writers,
     which run every few iterations, and the running medians need), so a run of a million
     iterations holds no more than one of a thousand.
+
+    ``with storage:`` makes it the storage :func:`get_event_storage` returns until the block
+    ends (the trainer does this around training).
 
     Args:
         start_iter: the iteration the first ``put_scalar`` belongs to.
@@ -74,6 +107,23 @@ class EventStorage:
     def smoothing_hint(self, name: str) -> bool:
         return self._smoothing_hint.get(name, True)
 
+    def latest_with_smoothing_hint(self, window: int = 20) -> dict[str, tuple[float, int]]:
+        """Like :meth:`latest`, but a scalar recorded with ``smoothing_hint=True`` gives the
+        median of its last ``window`` values instead of its newest value."""
+        return {
+            name: (self.median(name, window) if self.smoothing_hint(name) else value, it)
+            for name, (value, it) in self._latest.items()
+        }
+
+    def __enter__(self) -> EventStorage:
+        _CURRENT_STORAGES.append(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not _CURRENT_STORAGES or _CURRENT_STORAGES[-1] is not self:
+            raise RuntimeError("EventStorage contexts were left in a different order than entered.")
+        _CURRENT_STORAGES.pop()
+
     def step(self) -> None:
         """Advance to the next iteration."""
         self.iter += 1
@@ -93,20 +143,32 @@ class EventWriter(metaclass=ABCMeta):
 class JSONWriter(EventWriter):
     """Appends one JSON line per written iteration to ``json_file`` (e.g. metrics.json).
 
-    Each line holds ``"iteration"`` and the newest value of every scalar recorded since
-    the last write, grouped by the iteration it was recorded at. A scalar recorded later at
-    an iteration already written (an evaluation after the last step) gets a line of its own
-    with the same iteration; readers merge lines by iteration.
+    Each line holds ``"iteration"`` and every scalar recorded since the last write, grouped
+    by the iteration it was last recorded at. The values are those of the console line:
+
+    - a scalar recorded with ``smoothing_hint=True`` (losses, ``grad_norm``, the model's
+      statistics such as ``fast_rcnn/cls_accuracy``) is the median of its last
+      ``window_size`` values up to that iteration;
+    - the others are the raw value of that iteration (``lr``, ``time``, ``data_time``,
+      ``train_time``, evaluation metrics such as ``bbox/AP50``).
+
+    A scalar recorded later at an iteration already written (an evaluation after the last
+    step) gets a line of its own with the same iteration; readers merge lines by iteration.
+
+    Args:
+        json_file: the file appended to.
+        window_size: values in the median of smoothed scalars (20, as the console line).
     """
 
-    def __init__(self, json_file: str):
+    def __init__(self, json_file: str, window_size: int = 20):
         os.makedirs(os.path.dirname(os.path.abspath(json_file)), exist_ok=True)
         self._file = open(json_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._written: dict[str, int] = {}
+        self._window_size = window_size
 
     def write(self, storage: EventStorage) -> None:
         by_iter: dict[int, dict[str, float]] = defaultdict(dict)
-        for name, (value, it) in storage.latest().items():
+        for name, (value, it) in storage.latest_with_smoothing_hint(self._window_size).items():
             if it > self._written.get(name, -1):
                 by_iter[it][name] = value
                 self._written[name] = it
@@ -145,14 +207,46 @@ class TensorboardWriter(EventWriter):
 
 
 class CommonMetricPrinter(EventWriter):
-    """Console line: iteration, ETA, losses (running medians), time per iteration, lr."""
+    """Console line: ETA, iteration, time and data time per iteration, the losses, a few
+    training statistics (running medians over 20 iterations) and the lr.
 
-    def __init__(self, max_iter: int, logger: logging.Logger | None = None):
+    The statistics shown are those that tell at a glance whether detection is learning:
+    ``fast_rcnn/cls_accuracy``, ``fast_rcnn/fg_cls_accuracy``, ``fast_rcnn/false_negative``,
+    ``rpn/num_pos_anchors`` and ``roi_head/num_fg_samples`` (when the model records them).
+    Everything else (e.g. ``rpn/num_neg_anchors``, ``roi_head/num_bg_samples``) is in
+    metrics.json and TensorBoard only. One line per iteration at most: writing the same
+    iteration again (the end of training right after its last periodic write) prints nothing.
+
+    Args:
+        max_iter: the iteration count of the run, for ``iter: N/max_iter`` and the ETA.
+        logger: where the line goes (default the "detkit" logger).
+        statistics: scalar names shown after the losses, if recorded.
+    """
+
+    DEFAULT_STATISTICS = (
+        "fast_rcnn/cls_accuracy",
+        "fast_rcnn/fg_cls_accuracy",
+        "fast_rcnn/false_negative",
+        "rpn/num_pos_anchors",
+        "roi_head/num_fg_samples",
+    )
+
+    def __init__(
+        self,
+        max_iter: int,
+        logger: logging.Logger | None = None,
+        statistics: tuple[str, ...] = DEFAULT_STATISTICS,
+    ):
         self.max_iter = max_iter
         self.logger = logger or logging.getLogger("detkit")
+        self.statistics = tuple(statistics)
+        self._last_printed_iter: int | None = None
 
     def write(self, storage: EventStorage) -> None:
         it = storage.iter
+        if it == self._last_printed_iter:
+            return
+        self._last_printed_iter = it
         latest = storage.latest()
         parts = [f"iter: {it + 1}/{self.max_iter}"]
         if "time" in latest:
@@ -166,6 +260,9 @@ class CommonMetricPrinter(EventWriter):
             f"{name}: {storage.median(name, 20):.4g}" for name in sorted(latest) if "loss" in name
         ]
         parts.extend(losses)
+        parts.extend(
+            f"{name}: {storage.median(name, 20):.4g}" for name in self.statistics if name in latest
+        )
         if "lr" in latest:
             parts.append(f"lr: {latest['lr'][0]:.5g}")
         self.logger.info("  ".join(parts))

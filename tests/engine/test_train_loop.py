@@ -1,5 +1,7 @@
 """The train loop: hooks order, gradient accumulation, NaN detection, metric writers."""
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -7,7 +9,13 @@ from torch import nn
 from detkit.engine import HookBase, SimpleTrainer
 from detkit.engine.hooks import EvalHook, IterationTimer, PeriodicWriter
 from detkit.utils.curves import load_metrics
-from detkit.utils.events import EventStorage, JSONWriter
+from detkit.utils.events import (
+    CommonMetricPrinter,
+    EventStorage,
+    JSONWriter,
+    get_event_storage,
+    try_get_event_storage,
+)
 
 
 class LinearLossModel(nn.Module):
@@ -164,3 +172,88 @@ def test_event_storage_keeps_a_bounded_history(tmp_path, monkeypatch):
     writer.write(storage)
     writer.write(storage)  # nothing new: nothing added
     assert added == [("loss", it, float(it)) for it in range(8)]
+
+
+def test_the_trainer_storage_is_current_only_while_training():
+    with pytest.raises(RuntimeError, match="outside training"):
+        get_event_storage()
+    assert try_get_event_storage() is None
+
+    class RecordingModel(LinearLossModel):
+        def forward(self, batch):
+            # Model code records a statistic of its own in the trainer's storage.
+            get_event_storage().put_scalar("batch_size", len(batch))
+            return super().forward(batch)
+
+    seen = []
+
+    class SeeStorage(HookBase):
+        def before_train(self):
+            seen.append(get_event_storage() is self.trainer.storage)
+
+        def after_train(self):
+            seen.append(get_event_storage() is self.trainer.storage)
+
+    model = RecordingModel()
+    trainer = SimpleTrainer(model, infinite([[(1.0, 2.0), (2.0, 3.0)]]), torch.optim.SGD(
+        model.parameters(), 0.1
+    ))
+    trainer.register_hooks([SeeStorage()])
+    trainer.train(0, 2)
+    assert seen == [True, True]
+    assert trainer.storage.history("batch_size") == [(0, 2.0), (1, 2.0)]
+    assert try_get_event_storage() is None
+    # Nested storages: the innermost is current, the outer one again after it.
+    with EventStorage() as outer:
+        with EventStorage() as inner:
+            assert get_event_storage() is inner
+        assert get_event_storage() is outer
+
+
+def test_metrics_json_has_the_console_medians_of_smoothed_scalars(tmp_path):
+    storage = EventStorage(0)
+    path = tmp_path / "metrics.json"
+    writer = JSONWriter(str(path), window_size=3)
+    for it, loss in enumerate([9.0, 1.0, 5.0, 2.0]):
+        storage.iter = it
+        storage.put_scalar("loss_cls", loss)  # smoothed: median of the last 3
+        storage.put_scalar("lr", 0.1 * (it + 1), smoothing_hint=False)  # raw
+        writer.write(storage)
+    writer.close()
+    lines = load_metrics(str(path))
+    # Medians of [9], [9, 1], [9, 1, 5], [1, 5, 2].
+    assert [r["loss_cls"] for r in lines] == [9.0, 5.0, 5.0, 2.0]
+    assert [r["lr"] for r in lines] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+@pytest.mark.parametrize("period", [1, 2, 20])
+def test_each_console_line_is_printed_once(period, caplog):
+    model = LinearLossModel()
+    trainer = SimpleTrainer(model, infinite([[(1.0, 2.0)]]), torch.optim.SGD(
+        model.parameters(), 0.1
+    ))
+    printer = CommonMetricPrinter(3, logging.getLogger("detkit.test_printer"))
+    trainer.register_hooks([IterationTimer(), PeriodicWriter([printer], period)])
+    with caplog.at_level(logging.INFO, logger="detkit.test_printer"):
+        trainer.train(0, 3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "detkit.test_printer"]
+    expected = {1: ["1/3", "2/3", "3/3"], 2: ["2/3", "3/3"], 20: ["3/3"]}[period]
+    assert [line.split("iter: ")[1].split()[0] for line in lines] == expected
+
+
+def test_console_line_shows_the_model_statistics_chosen():
+    storage = EventStorage(0)
+    for name in ["loss_cls", "fast_rcnn/cls_accuracy", "rpn/num_pos_anchors",
+                 "rpn/num_neg_anchors", "roi_head/num_bg_samples"]:
+        storage.put_scalar(name, 0.5)
+    messages = []
+
+    class ListLogger(logging.Logger):
+        def info(self, msg, *args, **kwargs):
+            messages.append(msg)
+
+    CommonMetricPrinter(10, ListLogger("list")).write(storage)
+    assert "fast_rcnn/cls_accuracy: 0.5" in messages[0]
+    assert "rpn/num_pos_anchors: 0.5" in messages[0]
+    # The complements of what is shown stay out of the console line (metrics.json has them).
+    assert "num_neg_anchors" not in messages[0] and "num_bg_samples" not in messages[0]

@@ -9,8 +9,12 @@ import torch
 from detkit.config import get_cfg
 from detkit.layers import ShapeSpec
 from detkit.modeling.roi_heads import build_roi_heads
-from detkit.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
+from detkit.modeling.roi_heads.fast_rcnn import (
+    fast_rcnn_classification_statistics,
+    fast_rcnn_inference_single_image,
+)
 from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
+from detkit.utils.events import EventStorage
 
 
 def small_roi_heads(**cfg_overrides):
@@ -182,3 +186,73 @@ def test_nms_is_per_class():
     assert out.pred_classes.tolist() == [0, 1]
     assert out.pred_boxes.tensor.tolist() == [boxes[0].tolist()] * 2
     assert out.scores.tolist() == pytest.approx([0.9, 0.7])
+
+
+def test_classification_statistics_by_hand():
+    # K = 2 (background is class 2). Labels and argmax of the scores:
+    #   gt   0  1  2  2  0
+    #   pred 0  2  2  1  2
+    # Correct: RoIs 0 and 2 (2 of 5). Foreground RoIs 0, 1, 4: one correct (RoI 0), two
+    # predicted background (RoIs 1 and 4).
+    gt_classes = torch.tensor([0, 1, 2, 2, 0])
+    scores = torch.nn.functional.one_hot(torch.tensor([0, 2, 2, 1, 2]), 3).float()
+    stats = fast_rcnn_classification_statistics(scores, gt_classes, num_classes=2)
+    assert stats == pytest.approx(
+        {
+            "fast_rcnn/cls_accuracy": 2 / 5,
+            "fast_rcnn/fg_cls_accuracy": 1 / 3,
+            "fast_rcnn/false_negative": 2 / 3,
+        }
+    )
+    # Background only: no foreground ratios (they would divide by zero).
+    only_bg = fast_rcnn_classification_statistics(scores[2:4], gt_classes[2:4], num_classes=2)
+    assert only_bg == {"fast_rcnn/cls_accuracy": 0.5}
+
+
+def test_training_statistics_are_recorded_only_in_a_storage_and_leave_the_losses():
+    torch.manual_seed(0)
+    heads = small_roi_heads()
+    heads.train()
+    with torch.no_grad():  # every RoI predicted background (class 2)
+        for p in heads.box_predictor.parameters():
+            p.zero_()
+        heads.box_predictor.cls_score.bias[2] = 1.0
+    gt_boxes = torch.tensor([[20.0, 20.0, 80.0, 90.0], [120.0, 100.0, 200.0, 160.0]])
+    targets = [
+        Instances((256, 256), gt_boxes=Boxes(gt_boxes), gt_classes=torch.tensor([0, 1])),
+        Instances((256, 256), gt_boxes=Boxes(torch.zeros(0, 4)),
+                  gt_classes=torch.zeros(0, dtype=torch.long)),
+    ]
+    near = Boxes(gt_boxes.repeat(100, 1) + torch.randn(200, 4) * 3)
+    proposals = [
+        Instances((256, 256), proposal_boxes=Boxes.cat([near, random_proposals(400)])),
+        Instances((256, 256), proposal_boxes=random_proposals(50, seed=1)),
+    ]
+    images = ImageList(torch.zeros(2, 3, 256, 256), [(256, 256), (256, 256)])
+    features = {"f": torch.randn(2, 8, 16, 16)}
+
+    def run():  # the same sampling each time
+        torch.manual_seed(1)
+        if getattr(heads.sampler, "generator", None) is not None:
+            heads.sampler.generator.manual_seed(1)
+        return heads(images, features, proposals, targets)[1]
+
+    without_storage = run()  # no trainer: nothing recorded, nothing raised
+    with EventStorage() as storage:
+        with_storage = run()
+    for name, value in without_storage.items():
+        assert torch.equal(value, with_storage[name]), name
+    recorded = {name: value for name, (value, _) in storage.latest().items()}
+    # Image 1: 32 foreground and 96 background of 128; image 2 (no object): its 50
+    # proposals, all background. Per image: (32 + 0) / 2 and (96 + 50) / 2.
+    assert recorded["roi_head/num_fg_samples"] == 16.0
+    assert recorded["roi_head/num_bg_samples"] == 73.0
+    # Everything predicted background: right on the 146 background RoIs of 178.
+    assert recorded["fast_rcnn/cls_accuracy"] == pytest.approx(146 / 178)
+    assert recorded["fast_rcnn/fg_cls_accuracy"] == 0.0
+    assert recorded["fast_rcnn/false_negative"] == 1.0
+    # Inference records nothing.
+    heads.eval()
+    with EventStorage() as storage:
+        heads(images, features, proposals)
+    assert storage.latest() == {}

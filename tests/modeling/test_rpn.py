@@ -15,6 +15,7 @@ from detkit.modeling.proposal_generator import RPN, StandardRPNHead, build_propo
 from detkit.modeling.proposal_generator.proposals import find_top_proposals
 from detkit.modeling.sampler.balanced import BalancedPositiveNegativeSampler
 from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
+from detkit.utils.events import EventStorage
 
 
 def make_rpn(**overrides) -> RPN:
@@ -295,3 +296,29 @@ def test_head_outputs_line_up_with_the_anchor_order(objectness, anchor_idx, y, x
     assert out.objectness_logits[0].item() == 10.0
     assert out.objectness_logits[1:].abs().max().item() == 0.0
     torch.testing.assert_close(out.proposal_boxes.tensor[0], expected)
+
+
+def test_sampled_anchor_counts_are_recorded_per_image_only_in_a_storage():
+    rpn = make_rpn()
+    rpn.train()
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (64, 64)])
+    features = {"f": torch.randn(2, 4, 4, 4)}
+    # 16 anchors of 16 x 16 px per image, side by side (touching, IoU 0 between them). Image
+    # 1's object is anchor 5 itself: 1 positive, 15 negatives; image 2 has no object: 16
+    # negatives. The sampler (256, half positive) keeps them all.
+    anchor = rpn.anchor_generator([features["f"]])[0][5]
+    gt = [
+        Instances((64, 64), gt_boxes=Boxes(anchor[None].clone())),
+        Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4))),
+    ]
+    _, without_storage = rpn(images, features, gt)  # no trainer: nothing recorded or raised
+    with EventStorage() as storage:
+        _, with_storage = rpn(images, features, gt)
+    for name, value in without_storage.items():
+        assert torch.equal(value, with_storage[name]), name
+    recorded = {name: value for name, (value, _) in storage.latest().items()}
+    assert recorded == {"rpn/num_pos_anchors": 0.5, "rpn/num_neg_anchors": 15.5}
+    rpn.eval()
+    with EventStorage() as storage:
+        rpn(images, features)
+    assert storage.latest() == {}

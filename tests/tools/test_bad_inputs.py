@@ -36,7 +36,10 @@ TRAIN_NET = _train_net()
 
 
 def _run(argv, capsys):
-    args = TRAIN_NET.argument_parser().parse_args(argv)
+    try:
+        args = TRAIN_NET.argument_parser().parse_args(argv)
+    except SystemExit as usage_error:  # argparse: usage, the error, exit code 2
+        return usage_error.code, capsys.readouterr().err
     code = run_cli(lambda: TRAIN_NET.main(args), debug=False)
     return code, capsys.readouterr().err
 
@@ -89,8 +92,9 @@ CASES = {
         lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LRR", "0.1"], ["SOLVER.BASE_LRR"]),
     "value of the wrong type": (
         lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LR", "fast"], ["SOLVER.BASE_LR"]),
-    "odd number of overrides": (
-        lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LR"], ["SOLVER.BASE_LR"]),
+    "odd number of overrides": (  # a usage error of the command line (exit code 2)
+        lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LR"],
+        ["usage:", "'SOLVER.BASE_LR' has no value: write KEY VALUE or KEY=VALUE"]),
     "unknown meta-architecture": (
         lambda t: ["--config-file", CONFIG, "MODEL.META_ARCHITECTURE", "FasterRCNNN"],
         ["FasterRCNNN", "META_ARCH"]),
@@ -160,9 +164,10 @@ def test_bad_input_ends_with_a_message_not_a_traceback(case, tmp_path, capsys, t
         config_args, overrides = ["--config-file", CONFIG], extra
     argv = config_args + FAST + ["OUTPUT_DIR", str(out)] + overrides
     code, err = _run(argv, capsys)
-    assert code == 1, f"{case}: exit code {code}\n{err}"
+    usage = "usage:" in fragments
+    assert code == (2 if usage else 1), f"{case}: exit code {code}\n{err}"
     assert "Traceback" not in err
-    assert "--debug" in err  # how to see the frames
+    assert usage or "--debug" in err  # how to see the frames
     for fragment in fragments:
         assert fragment in err, f"{case}: '{fragment}' not in:\n{err}"
     if before is not None:  # a previous run's folder is left exactly as it was

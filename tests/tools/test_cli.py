@@ -26,7 +26,7 @@ def test_an_error_is_its_message_and_exit_code_1(capsys, monkeypatch, tmp_path):
     err = capsys.readouterr().err
     assert "Error (ValueError): DATASETS.TRAIN names 'x', which is not registered." in err
     assert "Traceback" not in err and "--debug or DETKIT_DEBUG=1" in err
-    assert f"It is also in {tmp_path / 'log.txt'}" in err
+    assert "It is also in " in err and str(tmp_path / "log.txt") in err  # among the run logs
     log = (tmp_path / "log.txt").read_text()
     assert "Traceback" in log and "in _fail" in log  # the frames are kept
 

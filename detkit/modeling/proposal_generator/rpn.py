@@ -16,6 +16,7 @@ from detkit.modeling.proposal_generator.build import PROPOSAL_GENERATOR_REGISTRY
 from detkit.modeling.proposal_generator.proposals import find_top_proposals
 from detkit.modeling.sampler import Sampler, build_sampler
 from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
+from detkit.utils.events import try_get_event_storage
 
 __all__ = ["RPN"]
 
@@ -132,6 +133,9 @@ class RPN(nn.Module):
     ) -> tuple[list[Instances], dict[str, Tensor]]:
         """Proposals for each image and, in training, ``loss_rpn_cls`` and ``loss_rpn_loc``.
 
+        In training, when an ``EventStorage`` is current (inside a trainer), it also records
+        ``rpn/num_pos_anchors`` and ``rpn/num_neg_anchors``: sampled anchors per image.
+
         Args:
             images: the padded batch (its sizes and scale factors are used).
             features: backbone outputs by name.
@@ -160,6 +164,12 @@ class RPN(nn.Module):
             labels, target_boxes = self.label_and_sample_anchors(
                 anchors, images.image_sizes, gt_instances
             )
+            storage = try_get_event_storage()
+            if storage is not None:
+                # Sampled anchors per image, averaged over the batch.
+                num_pos, num_neg = torch.stack([(labels == 1).sum(), (labels == 0).sum()]).tolist()
+                storage.put_scalar("rpn/num_pos_anchors", num_pos / num_images)
+                storage.put_scalar("rpn/num_neg_anchors", num_neg / num_images)
             num_locations = sum(m.shape[-2] * m.shape[-1] for m in maps) * num_images
             losses = self.losses(
                 anchors, pred_logits, pred_deltas, labels, target_boxes, num_locations

@@ -10,7 +10,11 @@ from torchvision.ops import batched_nms
 
 from detkit.structures import Boxes, Instances
 
-__all__ = ["FastRCNNOutputLayers", "fast_rcnn_inference_single_image"]
+__all__ = [
+    "FastRCNNOutputLayers",
+    "fast_rcnn_classification_statistics",
+    "fast_rcnn_inference_single_image",
+]
 
 
 class FastRCNNOutputLayers(nn.Module):
@@ -101,6 +105,44 @@ class FastRCNNOutputLayers(nn.Module):
             return deltas
         rows = torch.arange(deltas.shape[0], device=deltas.device)
         return deltas.view(deltas.shape[0], self.num_classes + 1, 4)[rows, classes]
+
+
+@torch.no_grad()
+def fast_rcnn_classification_statistics(
+    scores: Tensor, gt_classes: Tensor, num_classes: int
+) -> dict[str, float]:
+    """How well the sampled RoIs of a training batch are classified (argmax of the scores).
+
+    Args:
+        scores: ``[R, K + 1]`` class scores of the sampled RoIs (background is class K).
+        gt_classes: ``[R]`` their labels in ``0 .. K``.
+        num_classes: K.
+
+    Returns:
+        ``fast_rcnn/cls_accuracy``: fraction of the RoIs whose predicted class is their label;
+        ``fast_rcnn/fg_cls_accuracy``: the same over the foreground RoIs only;
+        ``fast_rcnn/false_negative``: fraction of the foreground RoIs predicted background.
+        The last two are absent when no RoI is foreground; all are absent without RoIs.
+    """
+    if gt_classes.numel() == 0:
+        return {}
+    predicted = scores.argmax(dim=1)
+    foreground = (gt_classes >= 0) & (gt_classes < num_classes)
+    correct = predicted == gt_classes
+    # One host transfer for the four counts.
+    num_correct, num_fg, num_fg_correct, num_fg_as_bg = torch.stack(
+        [
+            correct.sum(),
+            foreground.sum(),
+            (correct & foreground).sum(),
+            ((predicted == num_classes) & foreground).sum(),
+        ]
+    ).tolist()
+    statistics = {"fast_rcnn/cls_accuracy": num_correct / gt_classes.numel()}
+    if num_fg > 0:
+        statistics["fast_rcnn/fg_cls_accuracy"] = num_fg_correct / num_fg
+        statistics["fast_rcnn/false_negative"] = num_fg_as_bg / num_fg
+    return statistics
 
 
 def fast_rcnn_inference_single_image(

@@ -14,10 +14,12 @@ from detkit.modeling.poolers import ROIPooler, build_roi_pooler
 from detkit.modeling.roi_heads.build import ROI_HEADS_REGISTRY, build_roi_box_head
 from detkit.modeling.roi_heads.fast_rcnn import (
     FastRCNNOutputLayers,
+    fast_rcnn_classification_statistics,
     fast_rcnn_inference_single_image,
 )
 from detkit.modeling.sampler import Sampler, build_sampler
 from detkit.structures import Boxes, ImageList, Instances, check_gt_classes, pairwise_iou
+from detkit.utils.events import try_get_event_storage
 
 __all__ = ["StandardROIHeads"]
 
@@ -120,6 +122,10 @@ class StandardROIHeads(nn.Module):
     ) -> tuple[list[Instances], dict[str, Tensor]]:
         """Training: ``([], {"loss_cls", "loss_box_reg"})``. Inference: detections, ``{}``.
 
+        In training, when an ``EventStorage`` is current (inside a trainer), it also records
+        ``roi_head/num_fg_samples`` and ``roi_head/num_bg_samples`` (sampled RoIs per image)
+        and :func:`fast_rcnn_classification_statistics` of the sampled RoIs.
+
         Args:
             images: the padded batch.
             features: backbone outputs by name.
@@ -140,6 +146,13 @@ class StandardROIHeads(nn.Module):
             losses = self.box_predictor.losses(
                 scores, deltas, gt_classes, regression_targets, self.smooth_l1_beta
             )
+            storage = try_get_event_storage()
+            if storage is not None:
+                storage.put_scalars(
+                    **fast_rcnn_classification_statistics(
+                        scores.detach(), gt_classes, self.num_classes
+                    )
+                )
             return [], losses
         scores, deltas = self.box_forward(maps, [p.proposal_boxes for p in proposals])
         return self.inference(scores, deltas, proposals), {}
@@ -185,11 +198,18 @@ class StandardROIHeads(nn.Module):
         if self.sampler.needs_losses:
             per_image_losses = self._per_roi_losses(maps, labelled)
         sampled = []
+        num_fg, num_bg = 0, 0
         for inst, losses in zip(labelled, per_image_losses):
             positive, negative = self.sampler(inst.labels, losses=losses)
             chosen = inst[torch.cat([positive, negative])]
             chosen.remove("labels")
             sampled.append(chosen)
+            num_fg, num_bg = num_fg + len(positive), num_bg + len(negative)
+        storage = try_get_event_storage()
+        if storage is not None and self.training and sampled:
+            # Per image, averaged over the batch.
+            storage.put_scalar("roi_head/num_fg_samples", num_fg / len(sampled))
+            storage.put_scalar("roi_head/num_bg_samples", num_bg / len(sampled))
         return sampled
 
     def _per_roi_losses(self, maps: list[Tensor], labelled: list[Instances]) -> list[Tensor]:
