@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from detkit.engine import output_dir as output_dir_module
 from detkit.engine.output_dir import (
     LOCK_NAME,
     OutputDirError,
@@ -22,10 +23,15 @@ from detkit.engine.output_dir import (
 )
 from detkit.utils.io import atomic_write_text
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The module alone, not the detkit.engine package (which imports torch): a fast start.
 HOLD_LOCK = (
-    "import sys, time\n"
-    "from detkit.engine.output_dir import OutputDirLock\n"
-    "OutputDirLock(sys.argv[1]).acquire()\n"
+    "import importlib.util, sys, time\n"
+    "spec = importlib.util.spec_from_file_location('output_dir', sys.argv[2])\n"
+    "module = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    "module.OutputDirLock(sys.argv[1]).acquire()\n"
     "print('locked', flush=True)\n"
     "time.sleep(60)\n"
 )
@@ -36,7 +42,8 @@ def other_process_lock(tmp_path):
     """A second Python process that holds the lock of ``tmp_path / "run"``."""
     directory = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(directory)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(directory), output_dir_module.__file__],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
     assert proc.stdout.readline().strip() == "locked"
     yield directory, proc
