@@ -181,12 +181,15 @@ class DefaultTrainer:
     def __init__(self, cfg: CfgNode):
         from detkit.checkpoint import DetectionCheckpointer, RNGState
         from detkit.data.verify import verify_datasets
+        from detkit.modeling.meta_arch import check_num_classes
 
         self.cfg = cfg
         # DATASETS.VERIFY: every image of DATASETS.TRAIN and DATASETS.TEST is checked now
         # (cached by file size and time), not when the sampler or the first evaluation
         # reaches a bad one hours later. Every rank calls it (the others read rank 0's cache).
         verify_datasets(cfg)
+        # After the datasets were read (a COCO json gives its classes only then).
+        check_num_classes(cfg)
         model = self.build_model(cfg)
         logger.info(
             f"Model: {cfg.MODEL.META_ARCHITECTURE} with "

@@ -61,3 +61,13 @@ def test_retinanet_names_its_own_key(tiny_shapes):
                [tiny_shapes[0]], "DATASETS.TEST", [], "MODEL.RETINANET.NUM_CLASSES", 2)
     with pytest.raises(ValueError, match="MODEL.RETINANET.NUM_CLASSES is 2, but dataset"):
         check_num_classes(cfg)
+
+
+def test_default_trainer_checks_before_building_anything(tiny_shapes, tmp_path):
+    from detkit.engine import DefaultTrainer
+
+    cfg = _cfg("configs/quickstart/shapes.yaml", "DATASETS.TRAIN", [tiny_shapes[0]],
+               "DATASETS.TEST", [], "MODEL.ROI_HEADS.NUM_CLASSES", 5, "OUTPUT_DIR",
+               str(tmp_path))
+    with pytest.raises(ValueError, match="NUM_CLASSES is 5, but dataset 'tiny_shapes_train'"):
+        DefaultTrainer(cfg)
