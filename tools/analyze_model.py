@@ -78,7 +78,8 @@ def parameter_counts(model: nn.Module, depth: int) -> dict[str, int]:
     counts = parameter_count(model)  # fvcore: every module prefix and parameter name
     modules = {name for name, _ in model.named_modules()}
     return {
-        name: int(count) for name, count in counts.items()
+        name: int(count)
+        for name, count in counts.items()
         if name in modules and (name == "" or name.count(".") < depth)
     }
 
@@ -141,15 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument(
-        "--tasks", nargs="+", choices=TASKS, default=list(TASKS),
+        "--tasks",
+        nargs="+",
+        choices=TASKS,
+        default=list(TASKS),
         help="what to count (default: both)",
     )
     parser.add_argument(
-        "--depth", type=int_at_least(0), default=2, metavar="N",
+        "--depth",
+        type=int_at_least(0),
+        default=2,
+        metavar="N",
         help="rows for modules down to N levels deep (default 2: backbone.stage1)",
     )
     parser.add_argument(
-        "--input-size", type=int_at_least(1), nargs=2, metavar=("H", "W"),
+        "--input-size",
+        type=int_at_least(1),
+        nargs=2,
+        metavar=("H", "W"),
         help="image size for --tasks flop (default: INPUT.MIN_SIZE_TEST square)",
     )
     add_config_overrides_arguments(parser)

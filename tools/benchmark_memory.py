@@ -68,9 +68,7 @@ def flatness_summary(samples: list[tuple[int, float]], label: str) -> str:
     ys = [m for _, m in samples]
     # Theil-Sen: the median of the slopes between every two samples.
     slope = statistics.median(
-        (b[1] - a[1]) / (b[0] - a[0])
-        for k, a in enumerate(samples)
-        for b in samples[k + 1 :]
+        (b[1] - a[1]) / (b[0] - a[0]) for k, a in enumerate(samples) for b in samples[k + 1 :]
     )
     return (
         f"{label} after warm-up (iterations {samples[0][0]}-{samples[-1][0]}): median "
@@ -93,12 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=1000, help="training iterations")
     parser.add_argument("--every", type=int, default=50, help="sample every N iterations")
     parser.add_argument(
-        "--warmup", type=int, default=300,
+        "--warmup",
+        type=int,
+        default=300,
         help="iterations before memory should be flat (the allocator's pools grow while "
         "images of new sizes pass through)",
     )
     parser.add_argument(
-        "--release-free-memory", action="store_true",
+        "--release-free-memory",
+        action="store_true",
         help="at each sample, have the C allocator return its free pages first (glibc "
         "malloc_trim) and print the memory in use beside the resident set",
     )
@@ -109,10 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg = get_cfg()
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
-        cfg.merge_from_list([
-            "SOLVER.MAX_ITER", args.iters, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", [],
-            "OUTPUT_DIR", output_dir,
-        ])
+        cfg.merge_from_list(
+            [
+                "SOLVER.MAX_ITER",
+                args.iters,
+                "TEST.EVAL_PERIOD",
+                0,
+                "DATASETS.TEST",
+                [],
+                "OUTPUT_DIR",
+                output_dir,
+            ]
+        )
         cfg.freeze()
         seed_all_rng(max(cfg.SEED, 0))
         trainer = _Trainer(cfg)
@@ -120,16 +129,22 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train()
     samples = trainer.sampler.samples
     print(f"config: {args.config_file} {' '.join(args.opts)}")
-    print(f"device: {cfg.MODEL.DEVICE}, torch threads: {torch.get_num_threads()}, "
-          f"images per iteration: {cfg.SOLVER.IMS_PER_BATCH}, "
-          f"data-loader workers: {cfg.DATALOADER.NUM_WORKERS}")
+    print(
+        f"device: {cfg.MODEL.DEVICE}, torch threads: {torch.get_num_threads()}, "
+        f"images per iteration: {cfg.SOLVER.IMS_PER_BATCH}, "
+        f"data-loader workers: {cfg.DATALOADER.NUM_WORKERS}"
+    )
     in_use_header = f" {'in use MiB':>11}" if args.release_free_memory else ""
-    print(f"{'iteration':>9} {'seconds':>8} {'main MiB':>9}{in_use_header} "
-          f"{'workers MiB':>12} {'total MiB':>10}")
+    print(
+        f"{'iteration':>9} {'seconds':>8} {'main MiB':>9}{in_use_header} "
+        f"{'workers MiB':>12} {'total MiB':>10}"
+    )
     for done, seconds, main_mb, in_use_mb, workers_mb in samples:
         in_use = f" {in_use_mb:>11.1f}" if args.release_free_memory else ""
-        print(f"{done:>9} {seconds:>8.1f} {main_mb:>9.1f}{in_use} "
-              f"{workers_mb:>12.1f} {main_mb + workers_mb:>10.1f}")
+        print(
+            f"{done:>9} {seconds:>8.1f} {main_mb:>9.1f}{in_use} "
+            f"{workers_mb:>12.1f} {main_mb + workers_mb:>10.1f}"
+        )
     after = [s for s in samples if s[0] > args.warmup]
     if len(after) >= 4:
         print(flatness_summary([(s[0], s[2] + s[4]) for s in after], "total"))

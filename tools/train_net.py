@@ -42,13 +42,13 @@ logger = logging.getLogger("detkit")
 def main(args) -> dict:
     cfg = setup(args)
     datasets = list(cfg.DATASETS.TEST)
-    check_num_classes(cfg, None if not args.eval_only else datasets)
     if args.eval_only:
         from detkit.checkpoint import DetectionCheckpointer
         from detkit.data.verify import verify_datasets
         from detkit.modeling import build_model
 
         verify_datasets(cfg, cfg.DATASETS.TEST)  # every test set before the first is evaluated
+        check_num_classes(cfg, datasets)  # training runs: DefaultTrainer checks
         model = build_model(cfg)
         checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
         resuming = args.resume and checkpointer.has_checkpoint()

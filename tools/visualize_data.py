@@ -53,17 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument(
-        "--source", choices=SOURCES, default="annotation",
+        "--source",
+        choices=SOURCES,
+        default="annotation",
         help="annotation: the dataset dicts on the original images; dataloader: the "
         "training mapper's output (resized, flipped)",
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the pictures")
     parser.add_argument(
-        "--max-images", type=int_at_least(0), default=0, metavar="N",
+        "--max-images",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
         help="at most N pictures in all (0: every image)",
     )
     parser.add_argument(
-        "--dataset", action="append", default=[], metavar="NAME",
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="a registered dataset (repeat for several; default: the config's DATASETS.TRAIN)",
     )
     add_config_overrides_arguments(parser)

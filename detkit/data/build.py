@@ -125,7 +125,8 @@ def get_detection_dataset_dicts(
 def _act_on_verification(report: VerificationReport, mode: str, num_left: int) -> None:
     """Raise ("stop") or warn ("skip") about a report's problems; log a clean one."""
     if report.ok:
-        logger.info(report.summary())
+        # All from the cache and clean (the run's start already said so): debug only.
+        logger.log(logging.INFO if report.num_decoded else logging.DEBUG, report.summary())
         return
     if mode == "stop":
         raise DatasetVerificationError(report)

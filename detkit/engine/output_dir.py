@@ -19,6 +19,7 @@ week-long run would replace its checkpoints. :func:`claim_output_dir` prevents b
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import json
 import logging
@@ -37,8 +38,14 @@ LOCK_NAME = ".detkit_run.lock"
 # Files of a training run that --overwrite removes (a new run would mix with or resume them);
 # "*/" for runs made of steps in subfolders (SOLVER.SCHEME alternating).
 _RUN_FILES = (
-    "last_checkpoint", "metrics.json", "summary.json", "model_*.pth",
-    "*/last_checkpoint", "*/metrics.json", "*/summary.json", "*/model_*.pth",
+    "last_checkpoint",
+    "metrics.json",
+    "summary.json",
+    "model_*.pth",
+    "*/last_checkpoint",
+    "*/metrics.json",
+    "*/summary.json",
+    "*/model_*.pth",
 )
 
 
@@ -153,10 +160,8 @@ class OutputDirLock:
         )
 
     def _remove(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)
-        except FileNotFoundError:
-            pass
 
     def release(self) -> None:
         if not self._held:

@@ -200,7 +200,8 @@ def _option_values(action: argparse.Action, tokens: list[str], start: int) -> in
         return 0
     if action.nargs is None or action.nargs == argparse.OPTIONAL:
         if action.nargs == argparse.OPTIONAL and (
-            start >= len(tokens) or tokens[start].startswith("--")
+            start >= len(tokens)
+            or tokens[start].startswith("--")
             or looks_like_config_key(tokens[start])
         ):
             return 0

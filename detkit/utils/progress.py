@@ -54,7 +54,11 @@ class Progress:
         self._interactive = sys.stderr.isatty()
         self._level = logging.DEBUG if self._interactive else logging.INFO
         self._bar = tqdm(
-            total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit=unit,
+            dynamic_ncols=True,
             disable=not (enabled and self._interactive),
         )
         self._start = self._last_log = time.perf_counter()

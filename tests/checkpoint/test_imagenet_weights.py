@@ -6,7 +6,6 @@ torchvision tensor it must come from (key correspondence written out here, indep
 of the mapping code); the skip message naming keys and both shapes. No network is used.
 """
 
-import logging
 
 import pytest
 import torch
@@ -23,20 +22,6 @@ from detkit.config import get_cfg
 from detkit.modeling import build_model
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-
-
-@pytest.fixture
-def log(caplog):
-    """caplog, attached to detkit's logger itself: once ``setup_logger`` has run (another
-    test may run it), that logger no longer propagates to the root logger caplog watches."""
-    detkit_logger = logging.getLogger("detkit")
-    propagate = detkit_logger.propagate
-    detkit_logger.propagate = False  # each record reaches caplog once
-    detkit_logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="detkit")
-    yield caplog
-    detkit_logger.removeHandler(caplog.handler)
-    detkit_logger.propagate = propagate
 
 
 def _model(config_file, **model):

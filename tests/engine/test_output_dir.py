@@ -43,7 +43,9 @@ def other_process_lock(tmp_path):
     directory = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(directory), output_dir_module.__file__],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     assert proc.stdout.readline().strip() == "locked"
     yield directory, proc

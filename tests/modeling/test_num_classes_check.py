@@ -21,13 +21,23 @@ def _cfg(config, *overrides):
 
 @pytest.mark.parametrize("num_classes", [1, 2, 4])
 def test_a_count_other_than_the_datasets_is_refused(tiny_shapes, num_classes):
-    cfg = _cfg("configs/quickstart/shapes.yaml", "DATASETS.TRAIN", [tiny_shapes[0]],
-               "DATASETS.TEST", [tiny_shapes[1]], "MODEL.ROI_HEADS.NUM_CLASSES", num_classes)
-    with pytest.raises(ValueError, match=(
-        rf"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}, but dataset 'tiny_shapes_train' "
-        r"\(DATASETS.TRAIN\) has 3 classes \(circle, square, triangle\).*"
-        r"Set MODEL.ROI_HEADS.NUM_CLASSES 3"
-    )):
+    cfg = _cfg(
+        "configs/quickstart/shapes.yaml",
+        "DATASETS.TRAIN",
+        [tiny_shapes[0]],
+        "DATASETS.TEST",
+        [tiny_shapes[1]],
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        num_classes,
+    )
+    with pytest.raises(
+        ValueError,
+        match=(
+            rf"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}, but dataset 'tiny_shapes_train' "
+            r"\(DATASETS.TRAIN\) has 3 classes \(circle, square, triangle\).*"
+            r"Set MODEL.ROI_HEADS.NUM_CLASSES 3"
+        ),
+    ):
         check_num_classes(cfg)
 
 
@@ -35,8 +45,9 @@ def test_the_right_count_and_class_agnostic_models_pass(tiny_shapes):
     names = ["DATASETS.TRAIN", [tiny_shapes[0]], "DATASETS.TEST", [tiny_shapes[1]]]
     check_num_classes(_cfg("configs/quickstart/shapes.yaml", *names))  # 3 = 3
     # The RPN alone has no classes: any NUM_CLASSES value is irrelevant to it.
-    check_num_classes(_cfg("configs/quickstart/rpn_shapes.yaml", *names,
-                           "MODEL.ROI_HEADS.NUM_CLASSES", 7))
+    check_num_classes(
+        _cfg("configs/quickstart/rpn_shapes.yaml", *names, "MODEL.ROI_HEADS.NUM_CLASSES", 7)
+    )
 
 
 def test_only_the_given_datasets_are_checked(tiny_shapes):
@@ -46,8 +57,13 @@ def test_only_the_given_datasets_are_checked(tiny_shapes):
     DatasetCatalog.register("two_class_set", lambda: [])
     MetadataCatalog.get("two_class_set").set(thing_classes=["cat", "dog"])
     try:
-        cfg = _cfg("configs/quickstart/shapes.yaml", "DATASETS.TRAIN", ["two_class_set"],
-                   "DATASETS.TEST", [tiny_shapes[1]])
+        cfg = _cfg(
+            "configs/quickstart/shapes.yaml",
+            "DATASETS.TRAIN",
+            ["two_class_set"],
+            "DATASETS.TEST",
+            [tiny_shapes[1]],
+        )
         check_num_classes(cfg, [tiny_shapes[1]])
         with pytest.raises(ValueError, match=r"'two_class_set' \(DATASETS.TRAIN\) has 2"):
             check_num_classes(cfg)
@@ -57,8 +73,15 @@ def test_only_the_given_datasets_are_checked(tiny_shapes):
 
 
 def test_retinanet_names_its_own_key(tiny_shapes):
-    cfg = _cfg("projects/retinanet/configs/shapes_retinanet.yaml", "DATASETS.TRAIN",
-               [tiny_shapes[0]], "DATASETS.TEST", [], "MODEL.RETINANET.NUM_CLASSES", 2)
+    cfg = _cfg(
+        "projects/retinanet/configs/shapes_retinanet.yaml",
+        "DATASETS.TRAIN",
+        [tiny_shapes[0]],
+        "DATASETS.TEST",
+        [],
+        "MODEL.RETINANET.NUM_CLASSES",
+        2,
+    )
     with pytest.raises(ValueError, match="MODEL.RETINANET.NUM_CLASSES is 2, but dataset"):
         check_num_classes(cfg)
 
@@ -66,8 +89,16 @@ def test_retinanet_names_its_own_key(tiny_shapes):
 def test_default_trainer_checks_before_building_anything(tiny_shapes, tmp_path):
     from detkit.engine import DefaultTrainer
 
-    cfg = _cfg("configs/quickstart/shapes.yaml", "DATASETS.TRAIN", [tiny_shapes[0]],
-               "DATASETS.TEST", [], "MODEL.ROI_HEADS.NUM_CLASSES", 5, "OUTPUT_DIR",
-               str(tmp_path))
+    cfg = _cfg(
+        "configs/quickstart/shapes.yaml",
+        "DATASETS.TRAIN",
+        [tiny_shapes[0]],
+        "DATASETS.TEST",
+        [],
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        5,
+        "OUTPUT_DIR",
+        str(tmp_path),
+    )
     with pytest.raises(ValueError, match="NUM_CLASSES is 5, but dataset 'tiny_shapes_train'"):
         DefaultTrainer(cfg)

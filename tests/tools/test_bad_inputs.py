@@ -20,13 +20,24 @@ from detkit.utils.cli import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs/quickstart/shapes.yaml")
-FAST = ["MODEL.TINY.CHANNELS", "[8, 16, 16, 32]", "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.MAX_ITER", "1", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "[]"]
+FAST = [
+    "MODEL.TINY.CHANNELS",
+    "[8, 16, 16, 32]",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.MAX_ITER",
+    "1",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "DATASETS.TEST",
+    "[]",
+]
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(ROOT, "tools",
-                                                                             "train_net.py"))
+    spec = importlib.util.spec_from_file_location(
+        "train_net", os.path.join(ROOT, "tools", "train_net.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -74,84 +85,128 @@ def _previous_run(tmp_path, finished):
 def _locked(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    record = {"pid": 1, "host": f"not-{socket.gethostname()}", "started": "today",
-              "command": "tools/train_net.py ..."}
+    record = {
+        "pid": 1,
+        "host": f"not-{socket.gethostname()}",
+        "started": "today",
+        "command": "tools/train_net.py ...",
+    }
     (out / LOCK_NAME).write_text(json.dumps(record))
     return []
 
 
 CASES = {
     # configs
-    "missing config file": (
-        lambda t: ["--config-file", str(t / "nowhere.yaml")], ["nowhere.yaml"]),
-    "malformed yaml": (
-        lambda t: _yaml(t, "MODEL: [unclosed\n"), ["bad.yaml"]),
+    "missing config file": (lambda t: ["--config-file", str(t / "nowhere.yaml")], ["nowhere.yaml"]),
+    "malformed yaml": (lambda t: _yaml(t, "MODEL: [unclosed\n"), ["bad.yaml"]),
     "unknown key in a file": (
-        lambda t: _yaml(t, "SOLVER:\n  MAX_ITR: 3\n"), ["SOLVER.MAX_ITR", "MAX_ITER"]),
+        lambda t: _yaml(t, "SOLVER:\n  MAX_ITR: 3\n"),
+        ["SOLVER.MAX_ITR", "MAX_ITER"],
+    ),
     "unknown key on the command line": (
-        lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LRR", "0.1"], ["SOLVER.BASE_LRR"]),
+        lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LRR", "0.1"],
+        ["SOLVER.BASE_LRR"],
+    ),
     "value of the wrong type": (
-        lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LR", "fast"], ["SOLVER.BASE_LR"]),
+        lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LR", "fast"],
+        ["SOLVER.BASE_LR"],
+    ),
     "odd number of overrides": (  # a usage error of the command line (exit code 2)
         lambda t: ["--config-file", CONFIG, "SOLVER.BASE_LR"],
-        ["usage:", "'SOLVER.BASE_LR' has no value: write KEY VALUE or KEY=VALUE"]),
+        ["usage:", "'SOLVER.BASE_LR' has no value: write KEY VALUE or KEY=VALUE"],
+    ),
     "unknown meta-architecture": (
         lambda t: ["--config-file", CONFIG, "MODEL.META_ARCHITECTURE", "FasterRCNNN"],
-        ["FasterRCNNN", "META_ARCH"]),
+        ["FasterRCNNN", "META_ARCH"],
+    ),
     "unknown training scheme": (
-        lambda t: ["--config-file", CONFIG, "SOLVER.SCHEME", "cyclic"], ["SOLVER.SCHEME"]),
+        lambda t: ["--config-file", CONFIG, "SOLVER.SCHEME", "cyclic"],
+        ["SOLVER.SCHEME"],
+    ),
     "unknown dataset": (
         lambda t: ["--config-file", CONFIG, "DATASETS.TRAIN", "['voc_2077_trainval']"],
-        ["voc_2077_trainval"]),
+        ["voc_2077_trainval"],
+    ),
     "plugin that does not exist": (
         lambda t: ["--config-file", CONFIG, "IMPORTS", "['projects.no_such_plugin']"],
-        ["projects.no_such_plugin"]),
+        ["projects.no_such_plugin"],
+    ),
     "NUM_CLASSES other than the data's": (
         lambda t: ["--config-file", CONFIG, "MODEL.ROI_HEADS.NUM_CLASSES", "1"],
-        ["MODEL.ROI_HEADS.NUM_CLASSES is 1", "'shapes_train'", "has 3 classes",
-         "Set MODEL.ROI_HEADS.NUM_CLASSES 3"]),
+        [
+            "MODEL.ROI_HEADS.NUM_CLASSES is 1",
+            "'shapes_train'",
+            "has 3 classes",
+            "Set MODEL.ROI_HEADS.NUM_CLASSES 3",
+        ],
+    ),
     "evaluation without weights": (
         lambda t: ["--config-file", CONFIG, "--eval-only"],
-        ["MODEL.WEIGHTS is empty", "--allow-random-weights"]),
+        ["MODEL.WEIGHTS is empty", "--allow-random-weights"],
+    ),
     # checkpoints given as MODEL.WEIGHTS
     "weights file missing": (
         lambda t: ["--config-file", CONFIG, "MODEL.WEIGHTS", str(t / "none.pth")],
-        ["Weights file not found", "none.pth"]),
+        ["Weights file not found", "none.pth"],
+    ),
     "weights file empty": (
         lambda t: _weights(t, lambda p: p.write_bytes(b"")),
-        ["Could not read the checkpoint", "weights.pth", "not a PyTorch file"]),
+        ["Could not read the checkpoint", "weights.pth", "not a PyTorch file"],
+    ),
     "weights file truncated": (
-        lambda t: _weights(t, lambda p: (torch.save({"model": {"w": torch.ones(64)}}, p),
-                                         p.write_bytes(p.read_bytes()[:100]))),
-        ["Could not read the checkpoint", "truncated"]),
+        lambda t: _weights(
+            t,
+            lambda p: (
+                torch.save({"model": {"w": torch.ones(64)}}, p),
+                p.write_bytes(p.read_bytes()[:100]),
+            ),
+        ),
+        ["Could not read the checkpoint", "truncated"],
+    ),
     "weights file of text": (
         lambda t: _weights(t, lambda p: p.write_text("not weights")),
-        ["Could not read the checkpoint", "weights.pth", "not a PyTorch file (it starts with "
-         "b'not '"]),
+        [
+            "Could not read the checkpoint",
+            "weights.pth",
+            "not a PyTorch file (it starts with b'not '",
+        ],
+    ),
     "weights with pickled code": (
         lambda t: _weights(t, lambda p: torch.save({"model": {}, "x": Pickled()}, p)),
-        ["weights.pth", "does not unpickle"]),
+        ["weights.pth", "does not unpickle"],
+    ),
     "weights of another architecture": (
         lambda t: _weights(t, lambda p: torch.save({"model": {"fc.w": torch.ones(2)}}, p)),
-        ["None of the 1 tensors of the checkpoint fits the model", "MODEL.WEIGHTS"]),
+        ["None of the 1 tensors of the checkpoint fits the model", "MODEL.WEIGHTS"],
+    ),
     "weights holding a list": (
         lambda t: _weights(t, lambda p: torch.save([1, 2], p)),
-        ["neither a detkit checkpoint", "list"]),
+        ["neither a detkit checkpoint", "list"],
+    ),
     # output folders
     "folder of a finished run": (
-        lambda t: _previous_run(t, True), ["holds a finished run", "--resume", "--overwrite"]),
+        lambda t: _previous_run(t, True),
+        ["holds a finished run", "--resume", "--overwrite"],
+    ),
     "folder of an interrupted run": (
-        lambda t: _previous_run(t, False), ["holds an interrupted run", "--resume"]),
+        lambda t: _previous_run(t, False),
+        ["holds an interrupted run", "--resume"],
+    ),
     "folder locked by a run on another host": (
-        lambda t: _locked(t), ["in use by another run", "not-", LOCK_NAME]),
+        lambda t: _locked(t),
+        ["in use by another run", "not-", LOCK_NAME],
+    ),
     "OUTPUT_DIR is a file": (
-        lambda t: (t / "out").write_text("a file") and [], ["is a file, not a folder"]),
+        lambda t: (t / "out").write_text("a file") and [],
+        ["is a file, not a folder"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_ends_with_a_message_not_a_traceback(case, tmp_path, capsys, tiny_shapes_root,
-                                                       monkeypatch):
+def test_bad_input_ends_with_a_message_not_a_traceback(
+    case, tmp_path, capsys, tiny_shapes_root, monkeypatch
+):
     monkeypatch.setenv("DETKIT_DATASETS", tiny_shapes_root)
     monkeypatch.delenv("DETKIT_DEBUG", raising=False)
     make, fragments = CASES[case]

@@ -36,7 +36,8 @@ def test_resident_memory_grows_by_a_touched_allocation():
 def test_children_are_found_with_their_memory():
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout.readline().strip() == "up"  # the interpreter has started

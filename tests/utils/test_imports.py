@@ -34,10 +34,13 @@ def test_a_plugin_in_the_current_folder_is_found(plugin_folder):
 
 def test_a_wrong_name_says_where_plugins_are_looked_for(plugin_folder):
     folder, _ = plugin_folder
-    with pytest.raises(ModuleNotFoundError, match=(
-        rf"IMPORTS lists module 'no_such_plugin.heads', which cannot be imported.*"
-        rf"current folder \({folder}: there as no_such_plugin.py or no_such_plugin/\)"
-    )):
+    with pytest.raises(
+        ModuleNotFoundError,
+        match=(
+            rf"IMPORTS lists module 'no_such_plugin.heads', which cannot be imported.*"
+            rf"current folder \({folder}: there as no_such_plugin.py or no_such_plugin/\)"
+        ),
+    ):
         import_plugins(["no_such_plugin.heads"])
 
 
