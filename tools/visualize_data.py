@@ -8,8 +8,10 @@
 
 --source annotation draws each dataset dict's boxes and class names on the original image.
 --source dataloader draws what training sees: the output of DatasetMapper(cfg, is_train=True),
-i.e. the image resized (INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN) and possibly flipped, with the
-boxes it keeps (difficult and crowd objects dropped). Random choices are seeded with SEED
+i.e. the image after the configured augmentations (random crop INPUT.CROP, resize
+INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN, flip INPUT.RANDOM_FLIP, colour jitter
+INPUT.COLOR_JITTER), with the boxes it keeps (difficult, crowd and cropped-away objects
+dropped). Random choices are seeded with SEED
 (when >= 0), so a run repeats.
 
 The datasets are --dataset (repeat for several), else the config's DATASETS.TRAIN. Each

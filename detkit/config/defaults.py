@@ -153,6 +153,16 @@ _C.INPUT.MAX_SIZE_TEST = 1000  # cap on the longer side at test
 _C.INPUT.SIZE_DIVISIBILITY = 0  # pad batches to a multiple of this (0 = no extra padding)
 _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal" (p = 0.5 per sample) or "none"
 _C.INPUT.FLIP_BY_DUPLICATION = False  # add a flipped copy of every image instead (released code)
+_C.INPUT.CROP = CN()  # random crop of the original image before the resize (training only)
+_C.INPUT.CROP.ENABLED = False  # True adds the crop to the training augmentations
+# "relative" (h * SIZE[0], w * SIZE[1]), "relative_range" (fractions drawn in [SIZE, 1]),
+_C.INPUT.CROP.TYPE = "relative_range"  # "absolute" (SIZE px) or "absolute_range" (px drawn)
+_C.INPUT.CROP.SIZE = [0.9, 0.9]  # fractions (relative types) or pixels (absolute types)
+_C.INPUT.COLOR_JITTER = CN()  # photometric jitter in training (torchvision adjust_*), 0 = off
+_C.INPUT.COLOR_JITTER.BRIGHTNESS = 0.0  # brightness factor drawn in [1 - r, 1 + r]
+_C.INPUT.COLOR_JITTER.CONTRAST = 0.0  # contrast factor drawn in [1 - r, 1 + r]
+_C.INPUT.COLOR_JITTER.SATURATION = 0.0  # saturation factor drawn in [1 - r, 1 + r]
+_C.INPUT.COLOR_JITTER.HUE = 0.0  # hue shift drawn in [-r, r], fraction of the wheel (<= 0.5)
 
 # ---------------------------------------------------------------------------------------------
 # Datasets and loading

@@ -5,6 +5,14 @@ Importing this package registers the built-in dataset names (VOC, COCO, shapes) 
 """
 
 from detkit.data import datasets  # noqa: F401  (registers the built-in names below)
+from detkit.data.augmentation import (
+    Augmentation,
+    ColorJitter,
+    RandomCrop,
+    RandomFlip,
+    ResizeShortestEdge,
+    build_augmentations,
+)
 from detkit.data.build import (
     DatasetFromList,
     MapDataset,
@@ -52,7 +60,8 @@ from detkit.data.verify import (
 register_all_builtin(datasets_root())
 
 __all__ = [
-    "SHAPE_CLASSES", "VOC_CLASSES", "AspectRatioGroupedBatchSampler", "DatasetCatalog",
+    "SHAPE_CLASSES", "VOC_CLASSES", "Augmentation", "ColorJitter", "RandomCrop", "RandomFlip",
+    "ResizeShortestEdge", "build_augmentations", "AspectRatioGroupedBatchSampler", "DatasetCatalog",
     "DatasetFromList", "DatasetMapper", "DatasetVerificationError", "ImageFileError",
     "InferenceSampler", "MapDataset", "Metadata", "VerificationReport",
     "MetadataCatalog", "ProposalFile", "TrainingSampler", "aspect_ratio_group_ids",

@@ -10,15 +10,9 @@ import cv2
 import numpy as np
 import torch
 
+from detkit.data.augmentation import Augmentation, augmentation_settings, default_augmentations
 from detkit.data.image_file import ImageFileError, load_image_file
-from detkit.data.transforms import (
-    HFlipTransform,
-    ResizeTransform,
-    apply_transforms,
-    clip_boxes,
-    nondegenerate,
-    resize_shortest_edge_shape,
-)
+from detkit.data.transforms import HFlipTransform, Transform, clip_boxes, nondegenerate
 from detkit.structures import Boxes, Instances
 
 __all__ = ["DatasetMapper", "read_image"]
@@ -67,7 +61,7 @@ def read_image(file_name: str, image_format: str = "BGR", image_id: Any = None) 
 
 
 class DatasetMapper:
-    """Reads, resizes and flips one image and its boxes into the model's input format.
+    """Reads and augments one image and its boxes into the model's input format.
 
     Built from a config, ``DatasetMapper(cfg, is_train)`` (the usual way), or by hand with
     keyword settings (``DatasetMapper(is_train=False, min_sizes=[256], max_size=512)``);
@@ -79,6 +73,13 @@ class DatasetMapper:
     * ``max_size``: cap on the longer side (INPUT.MAX_SIZE_TRAIN / MAX_SIZE_TEST).
     * ``random_flip``: flip with p = 0.5 per sample (INPUT.RANDOM_FLIP "horizontal", training,
       unless INPUT.FLIP_BY_DUPLICATION). A dict with ``"flip": True`` is always flipped.
+    * ``crop``: ``(type, size)`` of a random crop before the resize (INPUT.CROP, training),
+      or None.
+    * ``color_jitter``: ``{"brightness", "contrast", "saturation", "hue"}`` ranges
+      (INPUT.COLOR_JITTER, training), or None.
+    * ``augmentations``: a list of :class:`~detkit.data.augmentation.Augmentation` used
+      instead of the one the settings above give (``build_augmentations(cfg, is_train)``
+      returns that one, to extend).
     * ``legacy_plus_one``: give boxes in the released code's pixel-index convention
       (x2 -= 1, y2 -= 1) for models using ``x2 - x1 + 1`` widths (MODEL.LEGACY_PLUS_ONE).
 
@@ -91,7 +92,7 @@ class DatasetMapper:
 
     _DEFAULTS: dict[str, Any] = {
         "image_format": "BGR", "min_sizes": (600,), "max_size": 1000, "random_flip": False,
-        "legacy_plus_one": False,
+        "crop": None, "color_jitter": None, "augmentations": None, "legacy_plus_one": False,
     }
 
     def __init__(self, cfg: Any = None, is_train: bool = True, **settings: Any):
@@ -114,6 +115,13 @@ class DatasetMapper:
             raise ValueError(f"INPUT.FORMAT must be 'BGR' or 'RGB'; got '{self.image_format}'.")
         if not self.min_sizes:
             raise ValueError("DatasetMapper needs at least one shorter-side size (min_sizes).")
+        if values["augmentations"] is not None:
+            self.augmentations: list[Augmentation] = list(values["augmentations"])
+        else:
+            self.augmentations = default_augmentations(
+                self.min_sizes, self.max_size, self.random_flip, values["crop"],
+                values["color_jitter"], self.image_format,
+            )
         self.num_degenerate_boxes = 0
         self._rng: np.random.Generator | None = None
         self._rng_pid = -1
@@ -121,19 +129,8 @@ class DatasetMapper:
     @classmethod
     def from_config(cls, cfg: Any, is_train: bool) -> dict[str, Any]:
         """The settings a config gives (INPUT.*, MODEL.LEGACY_PLUS_ONE)."""
-        if cfg.INPUT.RANDOM_FLIP not in ("horizontal", "none"):
-            raise ValueError(
-                f"INPUT.RANDOM_FLIP must be 'horizontal' or 'none'; got '{cfg.INPUT.RANDOM_FLIP}'."
-            )
-        if is_train:
-            min_sizes, max_size = list(cfg.INPUT.MIN_SIZE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN
-        else:
-            min_sizes, max_size = [cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         return {
-            "image_format": cfg.INPUT.FORMAT, "min_sizes": min_sizes, "max_size": max_size,
-            # Duplication already supplies each image flipped once (PAPER.md choice 7).
-            "random_flip": is_train and cfg.INPUT.RANDOM_FLIP == "horizontal"
-            and not cfg.INPUT.FLIP_BY_DUPLICATION,
+            "image_format": cfg.INPUT.FORMAT, **augmentation_settings(cfg, is_train),
             "legacy_plus_one": cfg.MODEL.LEGACY_PLUS_ONE,
         }
 
@@ -169,14 +166,8 @@ class DatasetMapper:
         # A seed placed by the training loader makes the random choices replayable on resume.
         aug_seed = dataset_dict.get("aug_seed")
         rng = np.random.default_rng(aug_seed) if aug_seed is not None else self._get_rng()
-        short = self.min_sizes[0] if len(self.min_sizes) == 1 else int(rng.choice(self.min_sizes))
-        new_h, new_w = resize_shortest_edge_shape(height, width, short, self.max_size)
-        transforms = [ResizeTransform(height, width, new_h, new_w)]
-        flip = bool(dataset_dict.get("flip", False))
-        if not flip and self.random_flip:
-            flip = bool(rng.random() < 0.5)
-        if flip:
-            transforms.append(HFlipTransform(new_w))
+        image, transforms = self._augment(image, rng, dataset_dict)
+        new_h, new_w = image.shape[:2]
 
         # PAPER.md, Input: difficult objects are excluded from training; so are crowd ones.
         # At test time the evaluator reads the ground truth from the dataset, not from here.
@@ -185,7 +176,8 @@ class DatasetMapper:
             if self.is_train and not a.get("difficult", False) and not a.get("iscrowd", 0)
         ]
         boxes = np.array([a["bbox"] for a in annotations], dtype=np.float32).reshape(-1, 4)
-        image, boxes = apply_transforms(transforms, image, boxes)
+        for t in transforms:
+            boxes = t.apply_boxes(boxes)
 
         dropped = ("annotations", "aug_seed", *_PROPOSAL_KEYS)
         out = {k: v for k, v in dataset_dict.items() if k not in dropped}
@@ -199,6 +191,24 @@ class DatasetMapper:
                 boxes, classes, (new_h, new_w), dataset_dict
             )
         return out
+
+    def _augment(
+        self, image: np.ndarray, rng: np.random.Generator, dataset_dict: dict
+    ) -> tuple[np.ndarray, list[Transform]]:
+        """The image after every augmentation, and the transforms drawn (for the boxes).
+
+        A dict marked ``"flip": True`` is mirrored after them (flip-by-duplication's copy).
+        """
+        transforms: list[Transform] = []
+        for augmentation in self.augmentations:
+            transform = augmentation.get_transform(image, rng, dataset_dict)
+            if transform is not None:
+                image = transform.apply_image(image)
+                transforms.append(transform)
+        if dataset_dict.get("flip", False):
+            transforms.append(HFlipTransform(image.shape[1]))
+            image = transforms[-1].apply_image(image)
+        return image, transforms
 
     def _proposals(self, source: dict, transforms: list, image_size: tuple[int, int]) -> Instances:
         """The dict's precomputed proposals (original-image pixels, continuous) moved with the
