@@ -44,14 +44,14 @@ def profile(cfg, iters: int, warmup: int) -> dict[str, list[float]]:
     model.train()
     optimizer = build_optimizer(cfg, model)
     loader = iter(build_detection_train_loader(cfg))
-    device = model.pixel_mean.device
+    device = model.device
     times: dict[str, list[float]] = {p: [] for p in PHASES}
     for it in range(warmup + iters):
         marks = [time.perf_counter()]
         batch = next(loader)
         marks.append(time.perf_counter())
-        images = model.preprocess_image(batch)
-        gt = model.ground_truth(batch)
+        images = model.preprocessor(batch)
+        gt = model.preprocessor.ground_truth(batch)
         features = model.backbone(images.tensor)
         _sync(device)
         marks.append(time.perf_counter())

@@ -19,6 +19,7 @@ from detkit.modeling.box_coder import BOX_CODER_REGISTRY, BoxCoder, build_box_co
 from detkit.modeling.matcher import MATCHER_REGISTRY, Matcher, build_matcher
 from detkit.modeling.meta_arch import META_ARCH_REGISTRY, build_model
 from detkit.modeling.poolers import ROI_POOLER_REGISTRY, ROIPooler, build_roi_pooler
+from detkit.modeling.preprocessing import ImagePreprocessor, padding_multiple
 from detkit.modeling.proposal_generator import (
     PROPOSAL_GENERATOR_REGISTRY,
     RPN_HEAD_REGISTRY,
@@ -56,6 +57,7 @@ __all__ = [
     "BOX_CODER_REGISTRY",
     "Backbone",
     "BoxCoder",
+    "ImagePreprocessor",
     "MATCHER_REGISTRY",
     "META_ARCH_REGISTRY",
     "Matcher",
@@ -73,6 +75,7 @@ __all__ = [
     "build_box_coder",
     "build_matcher",
     "build_model",
+    "padding_multiple",
     "build_proposal_generator",
     "build_roi_box_head",
     "build_roi_heads",

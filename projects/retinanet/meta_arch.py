@@ -29,9 +29,8 @@ from detkit.modeling import (
     build_sampler,
     select_feature_shapes,
 )
-
-# Normalization, padding and ground-truth checks shared by detkit's meta-architectures.
-from detkit.modeling.meta_arch import ImageBatchMixin, detector_postprocess
+from detkit.modeling.meta_arch import detector_postprocess
+from detkit.modeling.preprocessing import ImagePreprocessor, padding_multiple
 from detkit.structures import Boxes, ImageList, Instances, check_gt_classes, pairwise_iou
 from detkit.utils import comm
 from projects.retinanet.head import RetinaNetHead
@@ -48,7 +47,7 @@ def flatten_predictions(x: Tensor, values_per_anchor: int) -> Tensor:
 
 
 @META_ARCH_REGISTRY.register()
-class RetinaNet(ImageBatchMixin, nn.Module):
+class RetinaNet(nn.Module):
     """Backbone -> dense class and box predictions on every anchor -> detections.
 
     Training: every anchor is matched to the ground truth (IoU >= 0.5 positive, < 0.4
@@ -133,8 +132,14 @@ class RetinaNet(ImageBatchMixin, nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
         self.legacy_plus_one = legacy_plus_one
-        self.set_normalization(pixel_mean, pixel_std)
-        self.set_input_size_divisibility(size_divisibility)
+        # Normalization, padding and ground-truth gathering, as detkit's meta-architectures.
+        self.preprocessor = ImagePreprocessor(
+            pixel_mean, pixel_std, padding_multiple(backbone.size_divisibility, size_divisibility)
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.preprocessor.device
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None) -> dict:
@@ -189,7 +194,7 @@ class RetinaNet(ImageBatchMixin, nn.Module):
                 ``"instances": Instances(gt_boxes, gt_classes)`` (training), ``"height"``,
                 ``"width"`` (original size, optional)``}``.
         """
-        images = self.preprocess_image(batched_inputs)
+        images = self.preprocessor(batched_inputs)
         features = self.backbone(images.tensor)
         maps = [features[f] for f in self.in_features]
         anchors = self.anchor_generator(maps)  # per map [H * W * A, 4]
@@ -197,7 +202,7 @@ class RetinaNet(ImageBatchMixin, nn.Module):
         logits = [flatten_predictions(x, self.num_classes) for x in logits]  # [B, HWA, K]
         deltas = [flatten_predictions(x, 4) for x in deltas]  # [B, HWA, 4]
         if self.training:
-            gt = self.ground_truth(batched_inputs)
+            gt = self.preprocessor.ground_truth(batched_inputs)
             all_anchors = torch.cat(anchors)
             gt_classes, gt_boxes = self.label_anchors(all_anchors, gt)
             return self.losses(

@@ -107,7 +107,7 @@ def test_memory_format_changes_the_layout_not_the_result():
     assert stem["contiguous"].is_contiguous()
     assert stem["channels_last"].is_contiguous(memory_format=torch.channels_last)
     assert stem["auto"].is_contiguous(memory_format=torch.channels_last)  # auto: CPU
-    images = models["channels_last"].preprocess_image(batch(3))
+    images = models["channels_last"].preprocessor(batch(3))
     assert images.tensor.is_contiguous(memory_format=torch.channels_last)
     # Identity oracle: same weights, same detections whatever the layout.
     with torch.no_grad():
@@ -196,7 +196,7 @@ def test_pixel_normalization_and_size_divisibility_from_config():
         "INPUT.SIZE_DIVISIBILITY", "32",
     ])  # fmt: skip
     model = build_model(cfg)
-    images = model.preprocess_image([{"image": torch.full((3, 50, 70), 50.0)}])
+    images = model.preprocessor([{"image": torch.full((3, 50, 70), 50.0)}])
     assert images.tensor.shape == (1, 3, 64, 96) and images.image_sizes == [(50, 70)]
     for channel, value in enumerate([20.0, 7.5, 2.5]):
         assert torch.all(images.tensor[0, channel, :50, :70] == value)
@@ -205,5 +205,5 @@ def test_pixel_normalization_and_size_divisibility_from_config():
     assert torch.all(padding == 0)
     # Default 0: no padding beyond the image (the tiny backbone needs none).
     cfg.INPUT.SIZE_DIVISIBILITY = 0
-    images = build_model(cfg).preprocess_image([{"image": torch.full((3, 50, 70), 50.0)}])
+    images = build_model(cfg).preprocessor([{"image": torch.full((3, 50, 70), 50.0)}])
     assert images.tensor.shape == (1, 3, 50, 70)

@@ -84,7 +84,7 @@ def test_ohem_keeps_the_hardest_rois():
     heads = model.roi_heads
     example = two_shapes_example()
     gt = example["instances"]
-    images = model.preprocess_image([example])
+    images = model.preprocessor([example])
     with torch.no_grad():
         feats = model.backbone(images.tensor)
         proposals, _ = model.proposal_generator(images, feats, [gt])

@@ -192,7 +192,7 @@ def test_overfits_one_image_and_finds_both_boxes():
 
 def test_input_size_divisibility_pads_the_batch():
     # INPUT.SIZE_DIVISIBILITY 24: a 50 x 70 image is padded to 72 x 72 (the next multiples).
-    images = small_model("INPUT.SIZE_DIVISIBILITY", "24").preprocess_image(
+    images = small_model("INPUT.SIZE_DIVISIBILITY", "24").preprocessor(
         [{"image": torch.full((3, 50, 70), 50.0)}]
     )
     assert images.tensor.shape == (1, 3, 72, 72) and images.image_sizes == [(50, 70)]

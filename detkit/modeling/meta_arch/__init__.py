@@ -8,14 +8,12 @@ from detkit.modeling.meta_arch.build import (
 )
 from detkit.modeling.meta_arch.rcnn import (
     GeneralizedRCNN,
-    ImageBatchMixin,
     ProposalNetwork,
     detector_postprocess,
 )
 
 __all__ = [
     "GeneralizedRCNN",
-    "ImageBatchMixin",
     "META_ARCH_REGISTRY",
     "ProposalNetwork",
     "build_model",

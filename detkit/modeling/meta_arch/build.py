@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from detkit.layers import freeze_modules_by_name
+from detkit.modeling.preprocessing import ImagePreprocessor
 from detkit.registry import Registry, build_from_config
 
 __all__ = ["MEMORY_FORMATS", "META_ARCH_REGISTRY", "build_model", "check_num_classes",
@@ -63,8 +64,9 @@ def resolve_memory_format(name: str, device: torch.device) -> torch.memory_forma
 
 def build_model(cfg, **overrides) -> nn.Module:
     """Build ``cfg.MODEL.META_ARCHITECTURE``, freeze ``MODEL.FROZEN_MODULES`` and move it to
-    ``MODEL.DEVICE`` in ``MODEL.MEMORY_FORMAT`` (4-D weights; the meta-architectures give
-    their image batch the same format, and feature maps follow)."""
+    ``MODEL.DEVICE`` in ``MODEL.MEMORY_FORMAT`` (4-D weights). Every
+    :class:`~detkit.modeling.preprocessing.ImagePreprocessor` in the model lays its image
+    batch out in that format too, so feature maps follow without a conversion."""
     model = build_from_config(
         META_ARCH_REGISTRY, cfg, cfg.MODEL, None, nn.Module, name_key="META_ARCHITECTURE",
         **overrides,
@@ -74,6 +76,9 @@ def build_model(cfg, **overrides) -> nn.Module:
         logger.info("Frozen (MODEL.FROZEN_MODULES): %s", ", ".join(frozen))
     device = resolve_device(cfg.MODEL.DEVICE)
     memory_format = resolve_memory_format(cfg.MODEL.MEMORY_FORMAT, device)
+    for module in model.modules():
+        if isinstance(module, ImagePreprocessor):
+            module.memory_format = memory_format
     return model.to(device=device, memory_format=memory_format)
 
 
