@@ -52,6 +52,37 @@ def _usable(annotation: dict) -> bool:
     return not annotation.get("difficult", False) and not annotation.get("iscrowd", 0)
 
 
+def _is_xyxy_abs(mode: Any) -> bool:
+    """detectron2's ``BoxMode.XYXY_ABS`` (0) as an int, an enum or a name."""
+    if isinstance(mode, str):
+        return mode.rsplit(".", 1)[-1] == "XYXY_ABS"
+    try:
+        return int(mode) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def check_box_modes(dicts: Sequence[dict], dataset_name: str) -> None:
+    """Refuse annotations whose ``bbox_mode`` says they are not XYXY in absolute pixels.
+
+    detkit's boxes are always ``[x1, y1, x2, y2]`` pixels; dicts ported from detectron2 may
+    carry ``bbox_mode`` (e.g. ``BoxMode.XYWH_ABS``, 1), which would otherwise be read as
+    corners and train on wrong boxes. A missing ``bbox_mode`` or XYXY_ABS (0) is accepted.
+    """
+    for record in dicts:
+        for index, annotation in enumerate(record.get("annotations", ())):
+            mode = annotation.get("bbox_mode")
+            if mode is None or _is_xyxy_abs(mode):
+                continue
+            raise ValueError(
+                f"Dataset '{dataset_name}', image {record.get('file_name')} (image_id "
+                f"{record.get('image_id')!r}), annotation {index}: bbox_mode is {mode!r}, but "
+                "detkit reads every bbox as [x1, y1, x2, y2] in absolute pixels (detectron2's "
+                "XYXY_ABS, 0). Convert the boxes in the dataset's loader (for XYWH_ABS: "
+                "[x, y, x + w, y + h]) and drop bbox_mode or set it to 0."
+            )
+
+
 def get_detection_dataset_dicts(
     names: str | Sequence[str],
     filter_empty: bool = True,
@@ -97,6 +128,7 @@ def get_detection_dataset_dicts(
         part = DatasetCatalog.get(name)
         if not part:
             raise ValueError(f"Dataset '{name}' is empty (its registered function returned []).")
+        check_box_modes(part, name)
         if proposal_files:
             part = attach_precomputed_proposals(part, proposal_files[index])
         if verify != "off":

@@ -68,6 +68,22 @@ def test_concatenation_and_filtering(tmp_path, dataset_name):
         get_detection_dataset_dicts([])
 
 
+@pytest.mark.parametrize("mode", [1, "XYWH_ABS", "BoxMode.XYWH_REL"])
+def test_box_modes_other_than_xyxy_abs_are_refused(tmp_path, dataset_name, mode):
+    # detectron2 dicts may carry bbox_mode; XYWH read as corners would train on wrong boxes.
+    name = dataset_name()
+    dicts = _images(tmp_path, [(8, 8), (8, 8), (8, 8)])
+    dicts[1]["annotations"][0]["bbox_mode"] = 0  # XYXY_ABS: accepted
+    dicts[2]["annotations"][0]["bbox_mode"] = mode
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["a"])
+    with pytest.raises(ValueError, match=rf"'{name}', image .*im2.png \(image_id 2\), "
+                                         r"annotation 0: bbox_mode is .*\[x, y, x \+ w"):
+        get_detection_dataset_dicts([name])
+    dicts[2]["annotations"][0]["bbox_mode"] = "XYXY_ABS"
+    assert len(get_detection_dataset_dicts([name], filter_empty=False)) == 3
+
+
 def test_flip_duplication_and_serialized_list():
     dicts = [{"image_id": i, "annotations": [{"bbox": [0, 0, 1, 1]}]} for i in range(3)]
     doubled = duplicate_with_flips(dicts)
