@@ -64,6 +64,7 @@ _C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 12000  # proposals kept by objectness before N
 _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000  # proposals kept after NMS, training
 _C.MODEL.RPN.PRE_NMS_TOPK_TEST = 6000  # proposals kept by objectness before NMS, inference
 _C.MODEL.RPN.POST_NMS_TOPK_TEST = 300  # proposals kept after NMS, inference (paper: 300)
+_C.MODEL.RPN.TOPK_SCOPE = "global"  # top-k over all maps; "per_level": per map, NMS per map
 _C.MODEL.RPN.NMS_THRESH = 0.7  # IoU threshold of proposal NMS
 _C.MODEL.RPN.MIN_SIZE = 16.0  # min side, pixels of the original image
 _C.MODEL.RPN.TEST_USE_OBJECTNESS = True  # False: "no cls" ablation, random proposals, no NMS
@@ -131,6 +132,8 @@ _C.MODEL.ROI_HEADS.POOLER.RESOLUTION = 7  # output bins per side (7x7)
 _C.MODEL.ROI_HEADS.POOLER.SAMPLING_RATIO = 0  # ROIAlign samples per bin; 0 = adaptive
 _C.MODEL.ROI_HEADS.POOLER.ALIGNED = True  # ROIAlign half-pixel alignment
 _C.MODEL.ROI_HEADS.POOLER.IMPLEMENTATION = "auto"  # ROIAlign: auto, torchvision or separable
+_C.MODEL.ROI_HEADS.POOLER.CANONICAL_SIZE = 224.0  # MultiLevelROIAlign: a RoI this large (px)
+_C.MODEL.ROI_HEADS.POOLER.CANONICAL_LEVEL = 4  # goes to this level (stride 2**level)
 
 _C.MODEL.ROI_BOX_HEAD = CN()  # ROI_BOX_HEAD_REGISTRY entry: pooled features -> vector
 _C.MODEL.ROI_BOX_HEAD.NAME = "VGGFCHead"  # VGGFCHead (fc6/fc7), ConvFCHead or Res5Head

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -18,6 +19,27 @@ __all__ = ["DefaultAnchorGenerator", "GridAnchorGenerator"]
 _MAX_CACHED_GRIDS = 64
 
 
+def _sizes_per_level(
+    sizes: Sequence[float] | Sequence[Sequence[float]], num_levels: int
+) -> list[list[float]]:
+    """One list of sizes per map: a flat list is shared; a list of lists must have one
+    non-empty entry per map, all of one length (the RPN head predicts A per position)."""
+    if not isinstance(sizes[0], (list, tuple)):
+        return [[float(s) for s in sizes]] * num_levels
+    if len(sizes) != num_levels or any(not isinstance(s, (list, tuple)) for s in sizes):
+        raise ValueError(
+            f"MODEL.ANCHOR_GENERATOR.SIZES {list(sizes)} has {len(sizes)} lists, but the "
+            f"anchors are built for {num_levels} feature map(s): give one list per map (in the "
+            "order of the RPN's IN_FEATURES), or one flat list used on every map."
+        )
+    if len({len(s) for s in sizes}) != 1 or not sizes[0]:
+        raise ValueError(
+            f"MODEL.ANCHOR_GENERATOR.SIZES {[list(s) for s in sizes]}: every map needs the same "
+            "number of sizes (the RPN head predicts the same number of anchors per position)."
+        )
+    return [[float(v) for v in s] for s in sizes]
+
+
 class GridAnchorGenerator(AnchorGenerator):
     """Cell anchors (A per position) repeated at every feature-map position (paper 3.1.1).
 
@@ -27,7 +49,9 @@ class GridAnchorGenerator(AnchorGenerator):
     the RPN head's outputs after ``[B, A, H, W] -> [B, H, W, A]``.
 
     Args:
-        sizes: sqrt of the anchor areas, input pixels (e.g. [128, 256, 512]); used on every map.
+        sizes: sqrt of the anchor areas, input pixels: one list used on every map (e.g.
+            [128, 256, 512]), or one list per map (a feature pyramid, e.g. [[32], [64],
+            [128]]), all of the same length so every map has A anchors per position.
         aspect_ratios: height / width ratios (e.g. [0.5, 1, 2]).
         strides: stride of each feature map, input pixels per feature cell (e.g. [16]).
         offset: where the grid starts inside a cell, as a fraction of the stride.
@@ -36,7 +60,7 @@ class GridAnchorGenerator(AnchorGenerator):
     def __init__(
         self,
         *,
-        sizes: list[float],
+        sizes: Sequence[float] | Sequence[Sequence[float]],
         aspect_ratios: list[float],
         strides: list[int],
         offset: float = 0.0,
@@ -48,17 +72,25 @@ class GridAnchorGenerator(AnchorGenerator):
                 f"sizes={sizes}, aspect_ratios={aspect_ratios}, strides={strides} "
                 "(MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS and the backbone's strides)."
             )
-        if any(s <= 0 for s in sizes) or any(r <= 0 for r in aspect_ratios):
+        self.level_sizes = _sizes_per_level(sizes, len(strides))
+        if any(s <= 0 for level in self.level_sizes for s in level) or any(
+            r <= 0 for r in aspect_ratios
+        ):
             raise ValueError(
                 f"Anchor sizes and aspect ratios must be positive; got sizes={sizes}, "
                 f"aspect_ratios={aspect_ratios} (MODEL.ANCHOR_GENERATOR)."
             )
-        self.sizes = [float(s) for s in sizes]
+        per_level = isinstance(sizes[0], (list, tuple))
+        #: As given: one list (every map) or one list per map.
+        self.sizes = [list(map(float, s)) for s in sizes] if per_level else self.level_sizes[0]
         self.aspect_ratios = [float(r) for r in aspect_ratios]
         self.strides = [int(s) for s in strides]
         self.offset = float(offset)
         # One [A, 4] tensor per map, on the CPU; grids are built on the features' device.
-        self.cell_anchors = [self.cell_anchors_for_stride(s) for s in self.strides]
+        self.cell_anchors = [
+            self.cell_anchors_for_stride(stride, level_sizes)
+            for stride, level_sizes in zip(self.strides, self.level_sizes)
+        ]
         self._grid_cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
     @classmethod
@@ -76,12 +108,13 @@ class GridAnchorGenerator(AnchorGenerator):
 
     @property
     def num_anchors_per_location(self) -> int:
-        """A = len(sizes) * len(aspect_ratios)."""
-        return len(self.sizes) * len(self.aspect_ratios)
+        """A = sizes per map * len(aspect_ratios)."""
+        return len(self.level_sizes[0]) * len(self.aspect_ratios)
 
     @abstractmethod
-    def cell_anchors_for_stride(self, stride: int) -> Tensor:
-        """``Tensor[A, 4]`` XYXY, float32: the anchors of the position at shift (0, 0)."""
+    def cell_anchors_for_stride(self, stride: int, sizes: list[float]) -> Tensor:
+        """``Tensor[A, 4]`` XYXY, float32: the anchors of ``sizes`` at the position at shift
+        (0, 0) of a map of ``stride``."""
 
     def grid_anchors(self, level: int, height: int, width: int, device: torch.device) -> Tensor:
         """``Tensor[height * width * A, 4]``: the anchors of map ``level`` (cached).
@@ -143,7 +176,7 @@ class DefaultAnchorGenerator(GridAnchorGenerator):
     (y + offset) * stride)``; offset 0.5 centres anchors on the cells.
 
     Args:
-        sizes: sqrt of the anchor areas, input pixels; used on every map.
+        sizes: sqrt of the anchor areas, input pixels; one list for every map or one per map.
         aspect_ratios: height / width ratios.
         strides: stride of each feature map.
         offset: grid offset as a fraction of the stride (0 or 0.5 in practice).
@@ -153,10 +186,10 @@ class DefaultAnchorGenerator(GridAnchorGenerator):
     def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
         return {**super().from_config(cfg, node, input_shape), "offset": float(node.OFFSET)}
 
-    def cell_anchors_for_stride(self, stride: int) -> Tensor:
+    def cell_anchors_for_stride(self, stride: int, sizes: list[float]) -> Tensor:
         # float64 so that the float32 result is the correctly rounded exact value.
         ratios = torch.tensor(self.aspect_ratios, dtype=torch.float64)[:, None]  # [R, 1]
-        sizes = torch.tensor(self.sizes, dtype=torch.float64)[None, :]  # [1, S]
+        sizes = torch.tensor(sizes, dtype=torch.float64)[None, :]  # [1, S]
         widths = torch.sqrt(sizes * sizes / ratios)  # [R, S]: area / ratio = w^2
         heights = widths * ratios
         anchors = torch.stack([-widths / 2, -heights / 2, widths / 2, heights / 2], dim=-1)

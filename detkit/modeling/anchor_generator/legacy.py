@@ -26,7 +26,8 @@ class LegacyAnchorGenerator(GridAnchorGenerator):
     centres are ``stride * x + 7.5`` (offset 0; the half cell lives in the cell anchors).
 
     Args:
-        sizes: sqrt of the anchor areas, input pixels (scale = size / stride); every map.
+        sizes: sqrt of the anchor areas, input pixels (scale = size / stride); one list for
+            every map, or one list per map.
         aspect_ratios: height / width ratios.
         strides: stride of each feature map.
     """
@@ -34,10 +35,10 @@ class LegacyAnchorGenerator(GridAnchorGenerator):
     def __init__(self, *, sizes: list[float], aspect_ratios: list[float], strides: list[int]):
         super().__init__(sizes=sizes, aspect_ratios=aspect_ratios, strides=strides, offset=0.0)
 
-    def cell_anchors_for_stride(self, stride: int) -> Tensor:
+    def cell_anchors_for_stride(self, stride: int, sizes: list[float]) -> Tensor:
         # float64 keeps the rounding inputs exact; torch.round rounds half to even as NumPy.
         ratios = torch.tensor(self.aspect_ratios, dtype=torch.float64)
-        scales = torch.tensor(self.sizes, dtype=torch.float64) / stride
+        scales = torch.tensor(sizes, dtype=torch.float64) / stride
         base_area = float(stride * stride)  # base window (0, 0, s-1, s-1), +1 widths
         centre = 0.5 * (stride - 1)
         ws = torch.round(torch.sqrt(base_area / ratios))  # [R]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import nms
+from torchvision.ops import batched_nms, nms
 
 from detkit.modeling.box_coder import BoxCoder
 from detkit.structures import Boxes, Instances
@@ -25,6 +25,7 @@ def find_top_proposals(
     nms_thresh: float,
     min_size: float,
     legacy_plus_one: bool = False,
+    num_anchors_per_level: list[int] | None = None,
 ) -> list[Instances]:
     """Proposals of each image, in the released code's order.
 
@@ -32,6 +33,10 @@ def find_top_proposals(
     pixels at the original image scale, keep the ``pre_nms_topk`` best by objectness, NMS at
     ``nms_thresh``, keep the ``post_nms_topk`` best. Nothing here is differentiated: the
     proposals are constants to the ROI heads (approximate joint training).
+
+    With ``num_anchors_per_level`` (a feature pyramid, ``MODEL.RPN.TOPK_SCOPE "per_level"``)
+    the ``pre_nms_topk`` best are kept on each level, NMS runs within each level, and the
+    ``post_nms_topk`` best over all levels are kept.
 
     Args:
         anchors: ``Tensor[N, 4]`` anchors of all feature maps, shared by all images.
@@ -43,6 +48,8 @@ def find_top_proposals(
             threshold in the input's pixels.
         pre_nms_topk, post_nms_topk, nms_thresh, min_size: see above.
         legacy_plus_one: width convention of clipping and the size filter.
+        num_anchors_per_level: anchors of each feature map, in the order of ``anchors``
+            (their sum is N), or None for one global ranking.
 
     Returns:
         One ``Instances(proposal_boxes: Boxes, objectness_logits: Tensor[P])`` per image,
@@ -57,6 +64,13 @@ def find_top_proposals(
             boxes.clip(image_size)
             threshold = min_size * scale
             keep = (boxes.widths() >= threshold) & (boxes.heights() >= threshold)
+            if num_anchors_per_level is not None:
+                results.append(_top_per_level(
+                    boxes, logits, keep, num_anchors_per_level, image_size,
+                    pre_nms_topk=pre_nms_topk, post_nms_topk=post_nms_topk,
+                    nms_thresh=nms_thresh,
+                ))
+                continue
             boxes, logits = boxes[keep], logits[keep]
             if logits.numel() > pre_nms_topk:
                 logits, order = logits.topk(pre_nms_topk)
@@ -72,3 +86,44 @@ def find_top_proposals(
                 Instances(image_size, proposal_boxes=boxes[keep], objectness_logits=logits[keep])
             )
     return results
+
+
+def _top_per_level(
+    boxes: Boxes,
+    logits: Tensor,
+    valid: Tensor,
+    num_anchors_per_level: list[int],
+    image_size: tuple[int, int],
+    *,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    nms_thresh: float,
+) -> Instances:
+    """One image's proposals with a ranking per level: the ``pre_nms_topk`` best valid boxes
+    of each level, NMS within each level, the ``post_nms_topk`` best over all.
+
+    Args:
+        boxes: ``Boxes[N]`` decoded and clipped; logits: ``Tensor[N]``.
+        valid: ``Tensor[N]`` bool, boxes that passed the size filter.
+    """
+    if sum(num_anchors_per_level) != len(logits):
+        raise ValueError(
+            f"num_anchors_per_level {num_anchors_per_level} sums to "
+            f"{sum(num_anchors_per_level)}, but there are {len(logits)} anchors."
+        )
+    chosen, levels = [], []
+    start = 0
+    for level, count in enumerate(num_anchors_per_level):
+        candidates = torch.nonzero(valid[start:start + count]).squeeze(1) + start
+        start += count
+        k = min(pre_nms_topk, candidates.numel())
+        order = logits[candidates].topk(k).indices
+        chosen.append(candidates[order])
+        levels.append(torch.full((k,), level, dtype=torch.int64, device=logits.device))
+    index, level_ids = torch.cat(chosen), torch.cat(levels)
+    boxes, logits = boxes[index], logits[index]
+    if nms_thresh >= 1.0:  # NMS is a no-op: rank all levels together
+        keep = logits.sort(descending=True).indices[:post_nms_topk]
+    else:
+        keep = batched_nms(boxes.tensor, logits, level_ids, nms_thresh)[:post_nms_topk]
+    return Instances(image_size, proposal_boxes=boxes[keep], objectness_logits=logits[keep])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from fvcore.nn import smooth_l1_loss
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling.anchor_generator import AnchorGenerator, build_anchor_generator
 from detkit.modeling.backbone import select_feature_shapes
@@ -21,6 +24,7 @@ from detkit.utils.events import try_get_event_storage
 __all__ = ["RPN"]
 
 _NORMALIZATIONS = ("sampled", "paper")
+_TOPK_SCOPES = ("global", "per_level")
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
@@ -43,6 +47,9 @@ class RPN(nn.Module):
         loss_weight_loc: lambda of Eq. 1 (code: 1, paper: 10).
         smooth_l1_beta: beta of the smooth L1 box loss (code: 1/9, i.e. sigma 3).
         pre_nms_topk, post_nms_topk: ``(train, test)`` proposal counts before and after NMS.
+        topk_scope: ``"global"`` ranks the anchors of all maps together (the paper's one
+            map); ``"per_level"`` keeps ``pre_nms_topk`` per map and runs NMS per map before
+            the ``post_nms_topk`` best over all (a feature pyramid).
         nms_thresh: IoU of proposal NMS.
         min_size: minimum proposal side at the original image scale.
         legacy_plus_one: the ``x2 - x1 + 1`` width convention.
@@ -68,6 +75,7 @@ class RPN(nn.Module):
         smooth_l1_beta: float = 1.0 / 9,
         pre_nms_topk: tuple[int, int] = (12000, 6000),
         post_nms_topk: tuple[int, int] = (2000, 300),
+        topk_scope: str = "global",
         nms_thresh: float = 0.7,
         min_size: float = 16.0,
         legacy_plus_one: bool = False,
@@ -80,6 +88,11 @@ class RPN(nn.Module):
                 f"RPN loss normalization must be one of {_NORMALIZATIONS}; got "
                 f"'{loss_normalization}' (config key MODEL.RPN.LOSS_NORMALIZATION)."
             )
+        if topk_scope not in _TOPK_SCOPES:
+            raise ValueError(
+                f"MODEL.RPN.TOPK_SCOPE must be one of {_TOPK_SCOPES}; got '{topk_scope}'."
+            )
+        self.topk_scope = topk_scope
         self.in_features = list(in_features)
         self.head = head
         self.anchor_generator = anchor_generator
@@ -99,8 +112,14 @@ class RPN(nn.Module):
         self.test_use_regression = test_use_regression
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: dict[str, ShapeSpec] | None = None) -> dict:
-        rpn = cfg.MODEL.RPN
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: dict[str, ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """Settings from ``node`` when it holds the RPN's keys (a node shaped like
+        ``MODEL.RPN``, e.g. a second RPN's), else from ``MODEL.RPN`` (``build_model`` builds
+        the RPN from ``MODEL.PROPOSAL_GENERATOR``, which only names it). ``input_shape``: the
+        backbone's ``{name: ShapeSpec}``."""
+        rpn = node if "IN_FEATURES" in node else cfg.MODEL.RPN
         if input_shape is None:
             raise ValueError("RPN needs input_shape: the backbone's {name: ShapeSpec}.")
         shapes = select_feature_shapes(input_shape, list(rpn.IN_FEATURES), "MODEL.RPN.IN_FEATURES")
@@ -117,6 +136,7 @@ class RPN(nn.Module):
             "smooth_l1_beta": rpn.SMOOTH_L1_BETA,
             "pre_nms_topk": (rpn.PRE_NMS_TOPK_TRAIN, rpn.PRE_NMS_TOPK_TEST),
             "post_nms_topk": (rpn.POST_NMS_TOPK_TRAIN, rpn.POST_NMS_TOPK_TEST),
+            "topk_scope": rpn.TOPK_SCOPE,
             "nms_thresh": rpn.NMS_THRESH,
             "min_size": rpn.MIN_SIZE,
             "legacy_plus_one": cfg.MODEL.LEGACY_PLUS_ONE,
@@ -143,7 +163,8 @@ class RPN(nn.Module):
             input_proposals: ignored: the RPN makes its own (the registry's contract).
         """
         maps = [features[f] for f in self.in_features]
-        anchors = torch.cat(self.anchor_generator(maps), dim=0)
+        anchors_per_level = self.anchor_generator(maps)
+        anchors = torch.cat(anchors_per_level, dim=0)
         logits, deltas = self.head(maps)
         num_images = maps[0].shape[0]
         # [B, A, H, W] -> [B, H * W * A]: anchor fastest, then x, then y (the anchor order).
@@ -196,6 +217,9 @@ class RPN(nn.Module):
             nms_thresh=nms_thresh,
             min_size=self.min_size,
             legacy_plus_one=self.legacy_plus_one,
+            num_anchors_per_level=(
+                [len(a) for a in anchors_per_level] if self.topk_scope == "per_level" else None
+            ),
         )
         return proposals, losses
 
