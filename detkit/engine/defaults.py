@@ -363,8 +363,9 @@ class DefaultTrainer:
                 (only with one test dataset).
 
         Returns:
-            With one test dataset, its ``{task: {metric: value}}``; with several,
-            ``{dataset: {task: {metric: value}}}``.
+            With one test dataset, its ``inference_on_dataset`` results (``{task: {metric:
+            value}}``, values fractions in [0, 1], with the ``"evaluators"`` and ``"timing"``
+            entries); with several, ``{dataset: those results}``.
         """
         from detkit.evaluation import DatasetEvaluator, inference_on_dataset, print_results
 

@@ -91,7 +91,8 @@ class PeriodicCheckpointer(_FvcorePeriodicCheckpointer, HookBase):
 
 class EvalHook(HookBase):
     """Runs ``eval_function() -> {task: {metric: value}}`` every ``period`` iterations and
-    after the last one; records each metric as ``task/metric`` (e.g. ``bbox/AP50``)."""
+    after the last one; records each numeric metric as ``task/metric`` (e.g. ``bbox/AP50``, a
+    fraction in [0, 1] as the evaluators return it) for ``metrics.json`` and TensorBoard."""
 
     def __init__(self, period: int, eval_function: Callable[[], dict]):
         self.period = period

@@ -64,7 +64,8 @@ def dataset_dicts_to_coco(
 
 class COCOEvaluator(DatasetEvaluator):
     """Box AP with pycocotools: ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl",
-    "AP-<class>"}}`` in percent (NaN where pycocotools has no ground truth, its -1).
+    "AP-<class>"}}`` as fractions in [0, 1], pycocotools' own values (NaN where it has no
+    ground truth, its -1). ``describe()`` names the evaluator "coco".
 
     The ground truth is ``json_file`` when given (the official annotations, whose ``area``
     drives the size ranges), else built from ``dataset_dicts``. Predictions are converted to
@@ -83,6 +84,8 @@ class COCOEvaluator(DatasetEvaluator):
         dataset_name: name used in messages.
         max_dets_per_image: pycocotools' largest ``maxDets`` (COCO: 100).
     """
+
+    name = "coco"
 
     def __init__(
         self,
@@ -223,7 +226,8 @@ class COCOEvaluator(DatasetEvaluator):
         metrics = self._run_cocoeval(results)
         if self.output_dir:
             with open(os.path.join(self.output_dir, "coco_metrics.json"), "w") as f:
-                json.dump(json_safe({"dataset": self.dataset_name, "bbox": metrics}), f, indent=2)
+                report = {"dataset": self.dataset_name, "unit": "fraction", "bbox": metrics}
+                json.dump(json_safe(report), f, indent=2)
         return {"bbox": metrics}
 
     def _run_cocoeval(self, results: list[dict]) -> dict[str, float]:
@@ -250,7 +254,7 @@ class COCOEvaluator(DatasetEvaluator):
             coco_eval.summarize()
         logger.info("pycocotools on %s:\n%s", self.dataset_name, log.getvalue().strip())
         metrics = {
-            name: float(value * 100) if value >= 0 else float("nan")
+            name: float(value) if value >= 0 else float("nan")
             for name, value in zip(_COCO_METRICS, coco_eval.stats[: len(_COCO_METRICS)])
         }
         # precision: [IoU thresholds, recall points, categories, area ranges, maxDets];
@@ -259,11 +263,11 @@ class COCOEvaluator(DatasetEvaluator):
         rows = []
         for k, category_id in enumerate(coco_eval.params.catIds):
             values = precision[:, :, k]
-            ap = float(values[values > -1].mean() * 100) if (values > -1).any() else float("nan")
+            ap = float(values[values > -1].mean()) if (values > -1).any() else float("nan")
             name = self._category_name(category_id)
             metrics[f"AP-{name}"] = ap
             rows.append([name, ap])
-        logger.info("Per-category AP (%%) on %s:\n%s", self.dataset_name,
+        logger.info("Per-category AP on %s (fractions in [0, 1]):\n%s", self.dataset_name,
                     format_table(["category", "AP"], rows))
         return metrics
 

@@ -13,9 +13,18 @@ from torch import nn
 from detkit.utils import comm
 from detkit.utils.progress import track
 
-__all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_context", "inference_on_dataset"]
+__all__ = [
+    "RESERVED_RESULT_KEYS",
+    "DatasetEvaluator",
+    "DatasetEvaluators",
+    "inference_context",
+    "inference_on_dataset",
+]
 
 logger = logging.getLogger(__name__)
+
+# Entries of ``inference_on_dataset``'s results that are not tasks: no evaluator may use them.
+RESERVED_RESULT_KEYS = ("evaluators", "timing")
 
 
 class DatasetEvaluator:
@@ -24,7 +33,25 @@ class DatasetEvaluator:
     ``inference_on_dataset`` calls ``reset()`` once, ``process(inputs, outputs)`` for every
     batch, then ``evaluate()``. Under several processes each one processes its own shard;
     ``evaluate()`` gathers them and returns the metrics on the main process, ``{}`` elsewhere.
+
+    Metrics are fractions in [0, 1] (AP, recall), apart from counts. An evaluator whose
+    metrics a run summary can name sets the class attribute ``name`` ("voc", "coco",
+    "proposals"); ``describe()`` says what its metrics are, and ``inference_on_dataset``
+    returns that description beside the metrics, under ``"evaluators"``.
     """
+
+    name: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        """What produced the metrics: ``{"name": name}`` plus evaluator-specific details
+        (e.g. the VOC evaluator's ``"ap_metric"``); ``{}`` when ``name`` is None."""
+        return {"name": self.name} if self.name else {}
+
+    def describe_tasks(self, tasks: Iterable[str]) -> dict[str, dict[str, str]]:
+        """``{task: description}`` for the tasks of this evaluator's last ``evaluate()``;
+        tasks of an evaluator without a name are left out."""
+        description = self.describe()
+        return {task: dict(description) for task in tasks} if description else {}
 
     def reset(self) -> None:
         """Forget everything processed so far (called before a new pass over the dataset)."""
@@ -39,12 +66,13 @@ class DatasetEvaluator:
         """
 
     def evaluate(self) -> dict[str, dict[str, float]]:
-        """Metrics by task, e.g. ``{"bbox": {"AP50": 71.2, "AP": 40.1}}`` (percent)."""
+        """Metrics by task, e.g. ``{"bbox": {"AP50": 0.712, "AP": 0.401}}`` (fractions)."""
         return {}
 
 
 class DatasetEvaluators(DatasetEvaluator):
-    """Several evaluators run as one; their result dicts are merged.
+    """Several evaluators run as one; their result dicts are merged, and each task is
+    described by the evaluator that returned it (``describe_tasks``).
 
     Args:
         evaluators: the evaluators; two of them returning the same task key is an error.
@@ -52,6 +80,10 @@ class DatasetEvaluators(DatasetEvaluator):
 
     def __init__(self, evaluators: Sequence[DatasetEvaluator]):
         self._evaluators = list(evaluators)
+        self._descriptions: dict[str, dict[str, str]] = {}
+
+    def describe_tasks(self, tasks: Iterable[str]) -> dict[str, dict[str, str]]:
+        return {task: self._descriptions[task] for task in tasks if task in self._descriptions}
 
     def reset(self) -> None:
         for evaluator in self._evaluators:
@@ -63,8 +95,10 @@ class DatasetEvaluators(DatasetEvaluator):
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         results: dict[str, dict[str, float]] = {}
+        self._descriptions = {}
         for evaluator in self._evaluators:
-            for task, metrics in (evaluator.evaluate() or {}).items():
+            evaluated = evaluator.evaluate() or {}
+            for task, metrics in evaluated.items():
                 if task in results:
                     raise KeyError(
                         f"Two evaluators returned results for the task '{task}' "
@@ -72,6 +106,7 @@ class DatasetEvaluators(DatasetEvaluator):
                         "report different tasks, or evaluate them separately."
                     )
                 results[task] = metrics
+            self._descriptions.update(evaluator.describe_tasks(evaluated))
         return results
 
 
@@ -113,9 +148,15 @@ def inference_on_dataset(
             cudnn autotuning). When the dataset has no more images than this, all are timed.
 
     Returns:
-        The evaluator's results plus ``"timing"``: ``{"s_per_img"`` (model time per image
-        after warm-up), ``"total_s_per_img"`` (with data loading and evaluator work),
-        ``"num_images"}`` (images seen by this process).
+        The evaluator's results ``{task: {metric: value}}``, plus:
+
+        - ``"evaluators"``: ``{task: description}`` of the tasks whose evaluator has a
+          ``name`` (``DatasetEvaluator.describe``, e.g. ``{"bbox": {"name": "voc",
+          "ap_metric": "11-point"}}``); absent when no evaluator has one. Run summaries
+          (``detkit.engine.summary``) read it to name the evaluator and its headline metric.
+        - ``"timing"``: ``{"s_per_img"`` (model time per image after warm-up),
+          ``"total_s_per_img"`` (with data loading and evaluator work), ``"num_images"}``
+          (images seen by this process).
     """
     if evaluator is None:
         evaluator = DatasetEvaluators([])
@@ -158,8 +199,12 @@ def inference_on_dataset(
         timing["num_warmup_images"],
     )
     results = dict(evaluator.evaluate() or {})
-    if "timing" in results:
-        raise KeyError("An evaluator returned a task named 'timing', which is reserved.")
+    for reserved in RESERVED_RESULT_KEYS:
+        if reserved in results:
+            raise KeyError(f"An evaluator returned a task named '{reserved}', which is reserved.")
+    descriptions = evaluator.describe_tasks(results)
+    if descriptions:
+        results["evaluators"] = descriptions
     results["timing"] = timing
     return results
 

@@ -80,7 +80,8 @@ def top_n_max_iou(
 
 
 class ProposalEvaluator(DatasetEvaluator):
-    """Recall of the top N proposals against IoU, and average recall AR@N (percent).
+    """Recall of the top N proposals against IoU, and average recall AR@N (fractions in
+    [0, 1]).
 
     Rules (also in ``describe_rules()``):
 
@@ -102,7 +103,8 @@ class ProposalEvaluator(DatasetEvaluator):
     boxes; with ``legacy_plus_one`` the model's proposals are pixel-index boxes, so ground
     truths become ``x2 - 1``, ``y2 - 1`` and IoU uses ``+1`` widths (areas are unchanged).
 
-    ``evaluate()`` returns ``{"proposals": metrics}``, in percent except the counts:
+    ``evaluate()`` returns ``{"proposals": metrics}``, fractions in [0, 1] except the counts
+    (``describe()`` names the evaluator "proposals"):
 
     - shown by ``print_results`` (names without "-"): ``"AR@N"`` for every N; ``"R@N@0.5"`` and
       ``"R@N@0.7"`` for N = 300 and 1000 (those in ``topk``; the largest N if neither is);
@@ -123,6 +125,8 @@ class ProposalEvaluator(DatasetEvaluator):
             ``recall_vs_proposals.png`` are written (None: nothing written).
         dataset_name: name used in messages, files and picture titles.
     """
+
+    name = "proposals"
 
     def __init__(
         self,
@@ -289,7 +293,7 @@ class ProposalEvaluator(DatasetEvaluator):
         return {"proposals": metrics}
 
     def _report(self, best: np.ndarray, num_proposals: dict) -> dict:
-        """Every number of the evaluation, in percent, keyed for JSON."""
+        """Every number of the evaluation (recalls as fractions in [0, 1]), keyed for JSON."""
         masks = {"all": np.ones(len(best), dtype=bool), **self._gt_size}
 
         def recall(mask: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
@@ -297,7 +301,7 @@ class ProposalEvaluator(DatasetEvaluator):
             hits = best[mask][:, :, None] >= np.asarray(thresholds)[None, None, :]
             if not mask.any():
                 return np.full(hits.shape[1:], np.nan)
-            return hits.mean(axis=0) * 100
+            return hits.mean(axis=0)
 
         def per_n(values: np.ndarray) -> dict:
             # [K, ...] -> {"N": value, or list of values at the thresholds}
@@ -312,6 +316,7 @@ class ProposalEvaluator(DatasetEvaluator):
             "legacy_plus_one": self.legacy_plus_one,
             "topk": list(self.topk),
             "iou_thresholds": list(self.iou_thresholds),
+            "unit": "fraction",
             "num_images": len(self._image_index),
             "num_images_with_proposals": len(num_proposals),
             "mean_proposals_per_image": float(np.mean(counts)) if counts else float("nan"),
@@ -355,8 +360,8 @@ class ProposalEvaluator(DatasetEvaluator):
                 )
         table = format_table(["objects (count)", "N", "R@0.5", "R@0.7", "AR"], rows)
         logger.info(
-            "Proposal recall (%%) on %s, %.1f proposals per image on average; nan: no object of "
-            "that size.\n%s",
+            "Proposal recall on %s (fractions in [0, 1]), %.1f proposals per image on average; "
+            "nan: no object of that size.\n%s",
             self.dataset_name,
             report["mean_proposals_per_image"],
             table,

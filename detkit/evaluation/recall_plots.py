@@ -1,6 +1,7 @@
 """Pictures of proposal recall, from the reports ``ProposalEvaluator`` writes
 (``proposal_metrics.json``): one method's curves, or several methods side by side as in the
-paper's Figure 4 (recall against IoU for 300, 1,000 and 2,000 proposals)."""
+paper's Figure 4 (recall against IoU for 300, 1,000 and 2,000 proposals). Recall is a
+fraction in [0, 1] on every y axis."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def _pyplot():
 
 def _finish(plt, fig, ax, xlabel: str, title: str, path: str) -> None:
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("recall (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylabel("recall")
+    ax.set_ylim(0, 1)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(title)
@@ -38,7 +39,9 @@ def _finish(plt, fig, ax, xlabel: str, title: str, path: str) -> None:
 
 
 def load_recall_report(path: str) -> dict[str, Any]:
-    """A ``proposal_metrics.json`` written by ``ProposalEvaluator``.
+    """A ``proposal_metrics.json`` written by ``ProposalEvaluator``, recalls as fractions in
+    [0, 1]: a report without ``"unit": "fraction"`` (written when recalls were in percent)
+    has its recall curves divided by 100.
 
     Raises:
         ValueError: the file is not such a report (naming it and the missing keys).
@@ -50,7 +53,32 @@ def load_recall_report(path: str) -> dict[str, Any]:
         raise ValueError(
             f"{path} is not a proposal_metrics.json of ProposalEvaluator: it lacks {missing}."
         )
+    if report.get("unit") != "fraction":
+        report = _percent_report_to_fractions(report)
     return report
+
+
+# The recall entries of a report: {N: value or list}, or {size: {N: value or list}}.
+_RECALL_KEYS = ("recall_fine", "average_recall", "recall", "recall_at_0.5", "recall_at_0.7")
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    """``value`` (a number, None, or nested lists and dicts of them) times ``factor``."""
+    if isinstance(value, Mapping):
+        return {k: _scaled(v, factor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scaled(v, factor) for v in value]
+    return value * factor if isinstance(value, (int, float)) else value
+
+
+def _percent_report_to_fractions(report: Mapping[str, Any]) -> dict[str, Any]:
+    """An older report's recall curves (percent) as fractions; other entries unchanged."""
+    converted = dict(report)
+    for key in _RECALL_KEYS:
+        if key in converted:
+            converted[key] = _scaled(converted[key], 0.01)
+    converted["unit"] = "fraction"
+    return converted
 
 
 def plot_recall_vs_iou(
@@ -117,9 +145,9 @@ def plot_recall_comparison(
                 ax.plot(report["fine_iou_thresholds"], curve, label=label)
                 drawn[n].append(label)
         ax.set_xlim(0.5, 1.0)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 1)
         ax.set_xlabel("IoU threshold")
-        ax.set_ylabel("recall (%)")
+        ax.set_ylabel("recall")
         ax.set_title(f"{n} proposals")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

@@ -6,6 +6,8 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 
+from detkit.evaluation.evaluator import RESERVED_RESULT_KEYS
+
 __all__ = ["format_table", "json_safe", "print_results"]
 
 logger = logging.getLogger(__name__)
@@ -13,12 +15,13 @@ logger = logging.getLogger(__name__)
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.2f}"
+        return "nan" if math.isnan(value) else f"{value:.3f}"
     return str(value)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """An aligned text table; floats shown with 2 decimals, NaN as ``nan``."""
+    """An aligned text table; floats shown with 3 decimals (AP and recall are fractions in
+    [0, 1]), NaN as ``nan``."""
     cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
@@ -48,12 +51,14 @@ def print_results(dataset_name: str, results: Mapping[str, Mapping[str, float]])
 
     Args:
         dataset_name: shown in the title.
-        results: ``{task: {metric: value}}``, e.g. ``{"bbox": {"AP": 40.1, "AP50": 71.2}}``;
-            the ``"timing"`` entry is shown on its own line.
+        results: ``{task: {metric: value}}``, e.g. ``{"bbox": {"AP": 0.401, "AP50": 0.712}}``
+            (fractions); the ``"timing"`` entry is shown on its own line, the
+            ``"evaluators"`` entry names the evaluator in the title.
     """
-    lines = [f"Evaluation results on {dataset_name}:"]
+    lines = [f"Evaluation results on {dataset_name}{_evaluator_names(results)} (AP and recall "
+             "as fractions in [0, 1]):"]
     for task, metrics in results.items():
-        if task == "timing" or not isinstance(metrics, Mapping):
+        if task in RESERVED_RESULT_KEYS or not isinstance(metrics, Mapping):
             continue
         names = [name for name in metrics if "-" not in name]
         if not names:
@@ -73,3 +78,15 @@ def print_results(dataset_name: str, results: Mapping[str, Mapping[str, float]])
     text = "\n".join(lines)
     logger.info("%s", text)
     return text
+
+
+def _evaluator_names(results: Mapping) -> str:
+    """``", voc evaluator"``: the names in the results' ``"evaluators"`` entry, or ``""``."""
+    descriptions = results.get("evaluators")
+    if not isinstance(descriptions, Mapping):
+        return ""
+    names = [d["name"] for d in descriptions.values() if isinstance(d, Mapping) and "name" in d]
+    if not names:
+        return ""
+    unique = list(dict.fromkeys(names))
+    return f", {', '.join(unique)} evaluator{'s' if len(unique) > 1 else ''}"

@@ -36,11 +36,13 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
     last pixel, width ``x2 - x1 + 1``), so ground truths are converted the same way
     (``x2 - 1``, ``y2 - 1``) and IoU uses ``+1`` widths: exactly the devkit's computation.
 
-    Results (percent): ``{"bbox": {"AP": mean over the 10 IoU thresholds, "AP50", "AP75",
-    "AP50-<class>": per-class AP at IoU 0.5}}``, plus ``"AP50_area"`` with the 11-point metric:
+    Results (fractions in [0, 1]): ``{"bbox": {"AP": mean over the 10 IoU thresholds, "AP50",
+    "AP75", "AP50-<class>": per-class AP at IoU 0.5}}``, plus ``"AP50_area"`` with the 11-point
+    metric:
     the area AP at IoU 0.5, which does not saturate as the 11-point one does. A class with no
     non-difficult ground truth has AP NaN and is left out of every mean (the devkit would
-    divide by zero).
+    divide by zero). ``describe()`` names the evaluator "voc" and its AP metric
+    (``"ap_metric"``: "11-point" or "area").
 
     Args:
         dataset_dicts: the dataset (``image_id``, ``annotations`` with ``bbox`` XYXY,
@@ -53,6 +55,8 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         dataset_name: name used in messages and files.
         iou_thresholds: thresholds of "AP"; must contain 0.5. A match needs IoU > threshold.
     """
+
+    name = "voc"
 
     def __init__(
         self,
@@ -164,6 +168,10 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
                 instances.pred_classes.numpy().astype(np.int64).reshape(-1),
             )
 
+    def describe(self) -> dict[str, str]:
+        """``{"name": "voc", "ap_metric": "11-point" | "area"}``: AP50's metric."""
+        return {**super().describe(), "ap_metric": "11-point" if self.use_07_metric else "area"}
+
     def describe_rules(self) -> str:
         """The rules this evaluation follows, in words (PAPER.md: report them)."""
         metric = (
@@ -221,7 +229,7 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
             # The 11-point AP saturates near 0.909 when a class never reaches full recall:
             # the area under the precision envelope at IoU 0.5 is reported beside it.
             area = voc_eval(**{**arguments, "iou_thresholds": (0.5,), "use_07_metric": False})
-            metrics["AP50_area"] = float(area.mean_ap()[0] * 100)
+            metrics["AP50_area"] = float(area.mean_ap()[0])
         self._log(result, metrics)
         if self.output_dir:
             self._write(predictions, result, metrics)
@@ -232,7 +240,7 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         return int(hits[0]) if hits.size else None
 
     def _metrics(self, result: VOCEvalResult) -> dict[str, float]:
-        mean_ap = result.mean_ap() * 100
+        mean_ap = result.mean_ap()
         finite = mean_ap[np.isfinite(mean_ap)]
         metrics = {
             "AP": float(finite.mean()) if finite.size else float("nan"),
@@ -242,7 +250,7 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         if index75 is not None:
             metrics["AP75"] = float(mean_ap[index75])
         for k, name in enumerate(self.thing_classes):
-            metrics[f"AP50-{name}"] = float(result.ap[self._threshold_index(0.5), k] * 100)
+            metrics[f"AP50-{name}"] = float(result.ap[self._threshold_index(0.5), k])
         return metrics
 
     def _log(self, result: VOCEvalResult, metrics: dict[str, float]) -> None:
@@ -258,13 +266,13 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         per_class_ap = result.ap.mean(axis=0)
         rows = [
             [name, int(result.num_positives[k]), int(result.num_detections[k]),
-             float(result.ap[i50, k] * 100), float(per_class_ap[k] * 100)]
+             float(result.ap[i50, k]), float(per_class_ap[k])]
             for k, name in enumerate(self.thing_classes)
         ]
         rows.append(["mean", int(result.num_positives.sum()), int(result.num_detections.sum()),
                      metrics["AP50"], metrics["AP"]])
         table = format_table(["class", "gt", "detections", "AP50", "AP"], rows)
-        logger.info("Per-class AP (%%) on %s:\n%s", self.dataset_name, table)
+        logger.info("Per-class AP on %s (fractions in [0, 1]):\n%s", self.dataset_name, table)
 
     def _write(self, predictions: dict, result: VOCEvalResult, metrics: dict) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
@@ -293,12 +301,13 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
             "use_07_metric": self.use_07_metric,
             "legacy_plus_one": self.legacy_plus_one,
             "iou_thresholds": list(self.iou_thresholds),
+            "unit": "fraction",
             "bbox": metrics,
             "per_class": {
                 name: {
                     "num_positives": int(result.num_positives[k]),
                     "num_detections": int(result.num_detections[k]),
-                    "ap_per_iou": [float(v * 100) for v in result.ap[:, k]],
+                    "ap_per_iou": [float(v) for v in result.ap[:, k]],
                 }
                 for k, name in enumerate(self.thing_classes)
             },

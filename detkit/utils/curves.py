@@ -23,8 +23,15 @@ def load_metrics(metrics_json: str) -> list[dict]:
     return [by_iter[k] for k in sorted(by_iter)]
 
 
+def _as_fraction(value: float) -> float:
+    """An AP as a fraction in [0, 1]: ``metrics.json`` lines written when the evaluators
+    reported percent hold values above 1, which are divided by 100."""
+    return value / 100 if value > 1 else value
+
+
 def plot_training_curves(metrics_json: str, output_png: str) -> str:
-    """Plot losses (left) and VOC mAP@0.5 (right) against minutes of training time.
+    """Plot losses (left) and mAP@0.5 (``bbox/AP50``, a fraction in [0, 1]; right) against
+    minutes of training time.
 
     Returns:
         ``output_png``.
@@ -53,15 +60,15 @@ def plot_training_curves(metrics_json: str, output_png: str) -> str:
     ax_loss.legend()
     ax_loss.grid(True, alpha=0.3)
     ax_loss.set_title("training losses")
-    points = [(x, r["bbox/AP50"]) for x, r in zip(xs, records) if "bbox/AP50" in r]
+    points = [(x, _as_fraction(r["bbox/AP50"])) for x, r in zip(xs, records) if "bbox/AP50" in r]
     if points:
         ax_map.plot(*zip(*points), marker="o")
         last_x, last_y = points[-1]
-        ax_map.annotate(f"{last_y:.1f}", (last_x, last_y), textcoords="offset points",
+        ax_map.annotate(f"{last_y:.3f}", (last_x, last_y), textcoords="offset points",
                         xytext=(0, 6), ha="center")
     ax_map.set_xlabel(xlabel)
-    ax_map.set_ylabel("mAP@0.5 (%)")
-    ax_map.set_ylim(0, 100)
+    ax_map.set_ylabel("mAP@0.5")
+    ax_map.set_ylim(0, 1)
     ax_map.grid(True, alpha=0.3)
     ax_map.set_title("evaluation")
     fig.tight_layout()

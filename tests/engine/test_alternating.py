@@ -4,6 +4,7 @@ in the step where the run stopped."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -104,6 +105,22 @@ def test_each_step_has_its_folder_model_and_proposals(alternating_run, tiny_shap
     assert list(step4.DATASETS.PROPOSAL_FILES_TRAIN) == [
         os.path.join(out, "step3_rpn", "inference", tiny_shapes[0], "proposals.npz")
     ]
+
+
+def test_every_summary_names_its_evaluator_in_fractions(alternating_run):
+    _, out, results = alternating_run
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert (summary["evaluator"], summary["metric"], summary["unit"]) == (
+        "voc", "mAP@0.5", "fraction")
+    assert summary["mAP@0.5"] == pytest.approx(results["bbox"]["AP50"], abs=5e-5)
+    # RPN steps are summarized by proposal recall, detector steps by VOC mAP.
+    expected = {1: "proposals", 2: "voc", 3: "proposals", 4: "voc"}
+    for step, folder in STEP_FOLDERS.items():
+        step_summary = json.load(open(os.path.join(out, folder, "summary.json")))
+        assert step_summary["evaluator"] == expected[step], folder
+        assert summary["steps"][folder]["evaluator"] == expected[step], folder
+        assert step_summary["unit"] == "fraction"
+    assert summary["unshared_mAP@0.5"] == summary["steps"]["step2_fast_rcnn"]["mAP@0.5"]
 
 
 def test_the_final_model_shares_one_backbone_and_loads_like_any_other(alternating_run, caplog):

@@ -377,9 +377,9 @@ def test_dry_run_prints_commands_and_runs_nothing(tmp_path, monkeypatch, capsys)
 
 
 def test_lookup_reads_dotted_keys_and_nested_paths():
-    summary = {"mAP@0.5": 0.9, "bbox": {"AP50": 90.0, "per.class": {"circle": 1}}}
+    summary = {"mAP@0.5": 0.9, "bbox": {"AP50": 0.85, "per.class": {"circle": 1}}}
     assert lookup(summary, "mAP@0.5") == 0.9
-    assert lookup(summary, "bbox.AP50") == 90.0
+    assert lookup(summary, "bbox.AP50") == 0.85
     assert lookup(summary, "bbox.per.class.circle") == 1
     assert lookup(summary, "bbox.AP75") is None and lookup(None, "x") is None
 
@@ -503,3 +503,4 @@ def test_end_to_end_two_quickstart_variants_through_train_net(
         with open(tmp_path / "sweep" / name / "summary.json") as f:
             summary = json.load(f)
         assert row == [name, f"{summary['mAP@0.5']:.4f}", "2", "—", "ok"]
+        assert summary["evaluator"] == "voc" and summary["unit"] == "fraction"

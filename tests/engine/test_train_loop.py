@@ -108,7 +108,9 @@ def test_metrics_json_has_losses_lr_time_and_eval(tmp_path):
     opt = torch.optim.SGD(model.parameters(), 0.1)
     trainer = SimpleTrainer(model, infinite([[(1.0, 2.0)]]), opt)
     path = tmp_path / "metrics.json"
-    evals = iter([{"bbox": {"AP50": 10.0}}, {"bbox": {"AP50": 20.0}}])
+    # Fractions, as the evaluators return them, beside the evaluators' descriptions.
+    described = {"bbox": {"name": "voc", "ap_metric": "area"}}
+    evals = iter([{"bbox": {"AP50": 0.1}, "evaluators": described}, {"bbox": {"AP50": 0.2}}])
     writer = PeriodicWriter([JSONWriter(str(path))], 1)
     trainer.register_hooks([IterationTimer(), EvalHook(2, lambda: next(evals)), writer])
     trainer.train(0, 4)
@@ -116,8 +118,9 @@ def test_metrics_json_has_losses_lr_time_and_eval(tmp_path):
     assert [r["iteration"] for r in lines] == [0, 1, 2, 3]
     assert all("loss_mse" in r and "time" in r and "train_time" in r for r in lines)
     # Evaluation after iteration 1 (period 2) and after the last one.
-    assert lines[1]["bbox/AP50"] == 10.0 and lines[3]["bbox/AP50"] == 20.0
+    assert lines[1]["bbox/AP50"] == 0.1 and lines[3]["bbox/AP50"] == 0.2
     assert "bbox/AP50" not in lines[0] and "bbox/AP50" not in lines[2]
+    assert not any(k.startswith("evaluators") for r in lines for k in r)  # no metric
     # train_time is cumulative.
     assert [r["train_time"] for r in lines] == sorted(r["train_time"] for r in lines)
 

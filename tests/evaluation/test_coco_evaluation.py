@@ -56,13 +56,17 @@ def random_coco(seed, num_images=30):
     return {"images": images, "annotations": annotations, "categories": categories}, detections
 
 
-def pycocotools_stats(gt_file, detections):
+def pycocotools_stats(gt_file, detections, category_ids=None):
+    """pycocotools' 12 stats (fractions, -1 where undefined), over ``category_ids`` only when
+    given."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(str(gt_file))
         coco_eval = COCOeval(coco_gt, coco_gt.loadRes(detections), "bbox")
+        if category_ids is not None:
+            coco_eval.params.catIds = list(category_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
@@ -89,12 +93,16 @@ def test_agrees_with_pycocotools_run_directly(tmp_path):
     bbox = evaluator.evaluate()["bbox"]
 
     ours = [bbox[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
-    assert 5 < bbox["AP"] < bbox["AP50"] < 95  # a real mix of hits and misses
-    # pycocotools' -1 (no ground truth in that size range, here "large") becomes NaN.
+    assert 0.05 < bbox["AP"] < bbox["AP50"] < 0.95  # a real mix of hits and misses
+    # pycocotools' own fractions; its -1 (no ground truth in that size range, here "large")
+    # becomes NaN.
     assert expected[5] == -1
-    np.testing.assert_allclose(ours, np.where(expected[:6] < 0, np.nan, 100 * expected[:6]),
-                               rtol=0, atol=1e-9)
-    assert set(bbox) >= {f"AP-{n}" for n in NAMES}
+    np.testing.assert_allclose(ours, np.where(expected[:6] < 0, np.nan, expected[:6]),
+                               rtol=0, atol=1e-12)
+    # Per-class AP: pycocotools' AP when it evaluates that category alone.
+    for category_id, name in zip(CATEGORY_IDS, NAMES):
+        alone = pycocotools_stats(gt_file, [dict(d) for d in detections], [category_id])
+        assert bbox[f"AP-{name}"] == pytest.approx(alone[0], abs=1e-12), name
     # The results file holds the original category ids and XYWH boxes.
     written = json.loads((tmp_path / "out" / "coco_instances_results.json").read_text())
     key = sorted((d["image_id"], d["category_id"], tuple(d["bbox"])) for d in detections)
@@ -114,7 +122,7 @@ def tiny_dataset_dicts():
 
 
 @pytest.mark.parametrize("legacy_plus_one", [False, True])
-def test_perfect_detections_from_dataset_dicts_score_100(legacy_plus_one):
+def test_perfect_detections_from_dataset_dicts_score_1(legacy_plus_one):
     # Under LEGACY_PLUS_ONE the model predicts pixel-index boxes (x2 - 1, y2 - 1); the COCO
     # width x2 - x1 + 1 restores the continuous box, so the detections are still perfect.
     shift = 1.0 if legacy_plus_one else 0.0
@@ -129,11 +137,12 @@ def test_perfect_detections_from_dataset_dicts_score_100(legacy_plus_one):
                           [make_output(xyxy, [0.9] * len(anns), [a["category_id"] for a in anns],
                                        legacy_plus_one)])
     bbox = evaluator.evaluate()["bbox"]
-    assert bbox["AP"] == pytest.approx(100.0)
-    assert bbox["AP50"] == pytest.approx(100.0)
-    assert bbox["APs"] == pytest.approx(100.0)  # the 10x10 box is small (area < 32^2)
-    assert bbox["APl"] == pytest.approx(100.0)  # the 100x100 box is large (area > 96^2)
-    assert bbox["APm"] == pytest.approx(100.0)  # the 40x60 box is medium
+    assert bbox["AP"] == pytest.approx(1.0)
+    assert bbox["AP50"] == pytest.approx(1.0)
+    assert bbox["APs"] == pytest.approx(1.0)  # the 10x10 box is small (area < 32^2)
+    assert bbox["APl"] == pytest.approx(1.0)  # the 100x100 box is large (area > 96^2)
+    assert bbox["APm"] == pytest.approx(1.0)  # the 40x60 box is medium
+    assert [bbox[f"AP-{n}"] for n in NAMES] == pytest.approx([1.0] * 3)
 
 
 def test_zero_detections_score_zero_and_write_an_empty_file(tmp_path):
@@ -147,7 +156,7 @@ def test_zero_detections_score_zero_and_write_an_empty_file(tmp_path):
     assert bbox["AP"] == 0.0 and bbox["AP50"] == 0.0
     assert json.loads((tmp_path / "coco_instances_results.json").read_text()) == []
     metrics = json.loads((tmp_path / "coco_metrics.json").read_text())
-    assert metrics["bbox"]["AP50"] == 0.0
+    assert metrics["bbox"]["AP50"] == 0.0 and metrics["unit"] == "fraction"
 
 
 def test_needs_a_ground_truth_source_and_known_classes():
@@ -172,13 +181,13 @@ def test_build_evaluator_for_a_registered_coco_json(tmp_path):
         evaluator = build_evaluator(get_cfg(), name)
         assert isinstance(evaluator, COCOEvaluator)
         # The id map came from the json, read through the COCO loader: detections given with
-        # contiguous ids are scored against the original ids (all found -> AP50 100).
+        # contiguous ids are scored against the original ids (all found -> AP50 1).
         evaluator.reset()
         for record in data.DatasetCatalog.get(name):
             anns = [a for a in record["annotations"] if not a["iscrowd"]]
             evaluator.process([{"image_id": record["image_id"]}], [make_output(
                 [a["bbox"] for a in anns], [0.9] * len(anns), [a["category_id"] for a in anns])])
-        assert evaluator.evaluate()["bbox"]["AP50"] == pytest.approx(100.0)
+        assert evaluator.evaluate()["bbox"]["AP50"] == pytest.approx(1.0)
     finally:
         data.DatasetCatalog.remove(name)
         data.MetadataCatalog.remove(name)

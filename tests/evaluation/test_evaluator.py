@@ -151,13 +151,45 @@ def test_several_evaluators_are_combined_and_task_clashes_rejected():
 
 def test_print_results_shows_summary_metrics_and_timing(caplog):
     results = {
-        "bbox": {"AP": 40.123, "AP50": 71.2, "AP75": 38.0, "AP50-cat": 12.0},
+        "bbox": {"AP": 0.40123, "AP50": 0.712, "AP75": 0.38, "AP50-cat": 0.12},
+        "evaluators": {"bbox": {"name": "voc", "ap_metric": "area"}},
         "timing": {"s_per_img": 0.25, "total_s_per_img": 0.3, "num_images": 10},
     }
     with caplog.at_level(logging.INFO, logger="detkit"):
         text = print_results("voc_2007_test", results)
     assert text in caplog.text
-    assert "voc_2007_test" in text
-    assert "40.12" in text and "71.20" in text and "38.00" in text
+    assert text.splitlines()[0] == (
+        "Evaluation results on voc_2007_test, voc evaluator (AP and recall as fractions in "
+        "[0, 1]):"
+    )
+    # Fractions with 3 decimals, in the table and the copypaste line.
+    assert "| 0.401 | 0.712 | 0.380 |" in text
+    assert "copypaste: bbox: 0.401,0.712,0.380" in text
     assert "AP50-cat" not in text  # per-class values belong to the evaluator's own table
+    assert "ap_metric" not in text  # the evaluators entry is no task
     assert "0.2500 s/img" in text
+
+
+class NamedEvaluator(RecordingEvaluator):
+    name = "named"
+
+    def describe(self):
+        return {**super().describe(), "detail": "x"}
+
+
+def test_evaluators_that_have_a_name_are_described_beside_their_tasks():
+    # An evaluator with a name describes its tasks; one without (and a nested combination)
+    # adds nothing for its own tasks.
+    combined = DatasetEvaluators(
+        [NamedEvaluator("a"), RecordingEvaluator("b"), DatasetEvaluators([NamedEvaluator("c")])]
+    )
+    results = inference_on_dataset(FakeModel(), loader_of(2), combined)
+    assert results["evaluators"] == {"a": {"name": "named", "detail": "x"},
+                                     "c": {"name": "named", "detail": "x"}}
+    assert list(results) == ["a", "b", "c", "evaluators", "timing"]
+    single = inference_on_dataset(FakeModel(), loader_of(2), NamedEvaluator("a"))
+    assert single["evaluators"] == {"a": {"name": "named", "detail": "x"}}
+    unnamed = inference_on_dataset(FakeModel(), loader_of(2), RecordingEvaluator("a"))
+    assert "evaluators" not in unnamed
+    with pytest.raises(KeyError, match="'evaluators', which is reserved"):
+        inference_on_dataset(FakeModel(), loader_of(1), RecordingEvaluator("evaluators"))

@@ -71,9 +71,9 @@ def hand_outputs():
 #                                      N=3: A 1.0, B1 0.7, B2 0.75
 # Recalled objects (of 3) at IoU 0.50 0.55 0.60 0.65 0.70 0.75 0.80 0.85 0.90 0.95:
 HAND_RECALLED = {
-    1: [2, 2, 2, 1, 1, 1, 0, 0, 0, 0],  # A up to 0.6, B2 up to 0.75: 9 of 30 -> AR 30
-    2: [3, 3, 3, 3, 3, 2, 1, 0, 0, 0],  # A to 0.8, B1 to 0.7, B2 to 0.75: 18 / 30 -> AR 60
-    3: [3, 3, 3, 3, 3, 2, 1, 1, 1, 1],  # A to 1.0: 21 / 30 -> AR 70
+    1: [2, 2, 2, 1, 1, 1, 0, 0, 0, 0],  # A up to 0.6, B2 up to 0.75: 9 of 30 -> AR 0.3
+    2: [3, 3, 3, 3, 3, 2, 1, 0, 0, 0],  # A to 0.8, B1 to 0.7, B2 to 0.75: 18 / 30 -> AR 0.6
+    3: [3, 3, 3, 3, 3, 2, 1, 1, 1, 1],  # A to 1.0: 21 / 30 -> AR 0.7
 }
 
 
@@ -83,32 +83,34 @@ def test_hand_built_recall_at_every_n_and_threshold(tmp_path, caplog):
     )
     with caplog.at_level(logging.INFO, logger="detkit"):
         metrics = run(evaluator, hand_outputs())
-    assert [metrics["AR@1"], metrics["AR@2"], metrics["AR@3"]] == pytest.approx([30, 60, 70])
+    assert [metrics["AR@1"], metrics["AR@2"], metrics["AR@3"]] == pytest.approx([0.3, 0.6, 0.7])
     # Neither 300 nor 1000 is in topk: the summary recall is at the largest N, 3.
-    assert metrics["R@3@0.5"] == pytest.approx(100.0) and metrics["R@3@0.7"] == 100.0
+    assert metrics["R@3@0.5"] == pytest.approx(1.0) and metrics["R@3@0.7"] == 1.0
     assert metrics["num_objects"] == 3
     assert metrics["mean_proposals_per_image"] == pytest.approx(7 / 3)  # 3 + 3 + 1 proposals
     report = json.loads((tmp_path / "proposal_metrics.json").read_text())
     for n, recalled in HAND_RECALLED.items():
-        assert report["recall"]["all"][str(n)] == pytest.approx([100 * r / 3 for r in recalled])
+        assert report["recall"]["all"][str(n)] == pytest.approx([r / 3 for r in recalled])
+    assert report["unit"] == "fraction"
     # The fine curve at IoU 0.5, 0.525, ..., 1.0 for N=3: A (IoU 1.0) is recalled at all 21,
     # B1 (0.7) at 0.5..0.7 (9 points), B2 (0.75) at 0.5..0.75 (11 points).
     expected_fine = [
-        100 * (1 + (t <= 0.7) + (t <= 0.75)) / 3 for t in np.round(0.5 + 0.025 * np.arange(21), 3)
+        (1 + (t <= 0.7) + (t <= 0.75)) / 3 for t in np.round(0.5 + 0.025 * np.arange(21), 3)
     ]
     assert report["recall_fine"]["3"] == pytest.approx(expected_fine)
-    assert "no one-to-one" in caplog.text and f"{30:.2f}" in caplog.text
+    assert "no one-to-one" in caplog.text and "| 0.300 |" in caplog.text
+    assert "fractions in [0, 1]" in caplog.text
 
 
 def test_one_proposal_recalls_every_object_it_covers():
     # Two objects (IoU 0.9 with each other) and one proposal: IoU 1.0 and 0.9. Without
-    # one-to-one assignment both are recalled at IoU 0.5 -> 100 (greedy matching gives 50).
+    # one-to-one assignment both are recalled at IoU 0.5 -> 1 (greedy matching gives 0.5).
     dataset = [{"image_id": 1, "annotations": [ann([0, 0, 10, 10]), ann([0, 0, 10, 9])]}]
     evaluator = ProposalEvaluator(dataset_dicts=dataset, topk=(300,))
     metrics = run(evaluator, {1: make_output([[0, 0, 10, 10]], [0.0])})
-    assert metrics["R@300@0.5"] == pytest.approx(100.0)
-    # AR: object 1 at all 10 thresholds, object 2 up to 0.9 (9 of them): 19 / 20 -> 95.
-    assert metrics["AR@300"] == pytest.approx(95.0)
+    assert metrics["R@300@0.5"] == pytest.approx(1.0)
+    # AR: object 1 at all 10 thresholds, object 2 up to 0.9 (9 of them): 19 / 20 -> 0.95.
+    assert metrics["AR@300"] == pytest.approx(0.95)
 
 
 def test_ranking_is_by_objectness_not_by_list_order():
@@ -132,19 +134,19 @@ def test_ranking_is_by_objectness_not_by_list_order():
         boxes = output["proposals"].proposal_boxes.tensor
         listed[image_id] = make_output(boxes, -np.arange(len(boxes), dtype=np.float32))
     by_list = run(ProposalEvaluator(dataset_dicts=dataset, topk=(1, 2, 3)), listed)
-    assert by_list["AR@1"] == pytest.approx(100 * 11 / 30)
-    assert reference["AR@1"] == pytest.approx(30.0)
+    assert by_list["AR@1"] == pytest.approx(11 / 30)
+    assert reference["AR@1"] == pytest.approx(0.3)
 
 
 def test_ties_keep_the_model_order():
     # 50 far-away proposals with objectness 1, then 50 with objectness 2: the first of these
     # has IoU 0.6, the 49 after it 1.0. Ties keep the model's order, so the top-1 is the IoU
-    # 0.6 proposal: recalled at 0.5, 0.55, 0.6 -> AR@1 = 30 (an unstable sort gives 100).
+    # 0.6 proposal: recalled at 0.5, 0.55, 0.6 -> AR@1 = 0.3 (an unstable sort gives 1).
     dataset = [{"image_id": 0, "annotations": [ann([0, 0, 10, 10])]}]
     boxes = [[200, 200, 210, 210]] * 50 + [[0, 0, 10, 6]] + [[0, 0, 10, 10]] * 49
     evaluator = ProposalEvaluator(dataset_dicts=dataset, topk=(1,))
     metrics = run(evaluator, {0: make_output(boxes, [1.0] * 50 + [2.0] * 50)})
-    assert metrics["AR@1"] == pytest.approx(30.0)
+    assert metrics["AR@1"] == pytest.approx(0.3)
 
 
 def test_difficult_and_crowd_objects_are_not_counted_and_unrun_images_are_missed(caplog):
@@ -168,22 +170,22 @@ def test_difficult_and_crowd_objects_are_not_counted_and_unrun_images_are_missed
     assert metrics["num_objects"] == 2
     assert metrics["AR@300"] == 0.0 and metrics["R@300@0.5"] == 0.0
     assert "1 of 2 images" in caplog.text
-    # An exact box on image 0's normal object: 1 recalled of 2 counted -> 50 at every IoU.
+    # An exact box on image 0's normal object: 1 recalled of 2 counted -> 0.5 at every IoU.
     outputs = {0: make_output([[0, 0, 10, 10], [50, 50, 60, 60]], [2.0, 1.0])}
     metrics = run(evaluator, outputs)
-    assert metrics["AR@300"] == pytest.approx(50.0) and metrics["R@300@0.7"] == 50.0
+    assert metrics["AR@300"] == pytest.approx(0.5) and metrics["R@300@0.7"] == 0.5
 
 
-@pytest.mark.parametrize("legacy_plus_one, r07, ar", [(True, 100.0, 50.0), (False, 0.0, 10.0)])
+@pytest.mark.parametrize("legacy_plus_one, r07, ar", [(True, 1.0, 0.5), (False, 0.0, 0.1)])
 def test_legacy_plus_one_widths(legacy_plus_one, r07, ar):
     # gt [0,0,10,10] (continuous) and the proposal [0,0,9,6].
     # legacy: gt becomes [0,0,9,9], 10x10 pixels; the proposal is 10x7 pixels inside it:
-    #   IoU = 70 / 100 = 0.7 -> recalled at 0.5 ... 0.7 (5 thresholds): R@0.7 100, AR 50.
-    # continuous: proposal 9x6 = 54 inside gt 10x10: IoU 0.54 -> only at 0.5: R@0.7 0, AR 10.
+    #   IoU = 70 / 100 = 0.7 -> recalled at 0.5 ... 0.7 (5 thresholds): R@0.7 1, AR 0.5.
+    # continuous: proposal 9x6 = 54 inside gt 10x10: IoU 0.54 -> only at 0.5: R@0.7 0, AR 0.1.
     dataset = [{"image_id": 0, "annotations": [ann([0, 0, 10, 10])]}]
     evaluator = ProposalEvaluator(dataset_dicts=dataset, legacy_plus_one=legacy_plus_one)
     metrics = run(evaluator, {0: make_output([[0, 0, 9, 6]], [0.0], legacy_plus_one)})
-    assert metrics["R@300@0.5"] == 100.0
+    assert metrics["R@300@0.5"] == 1.0
     assert metrics["R@300@0.7"] == r07
     assert metrics["AR@300"] == pytest.approx(ar)
 
@@ -212,9 +214,9 @@ def test_size_buckets(tmp_path, legacy_plus_one):
     output = make_output([[100, 0, 150 - shift, 50 - shift]], [0.0], legacy_plus_one)
     metrics = run(evaluator, {0: output})
     assert metrics["AR@10-small"] == 0.0
-    assert metrics["AR@10-medium"] == pytest.approx(50.0)  # 1 of the 2 medium objects
+    assert metrics["AR@10-medium"] == pytest.approx(0.5)  # 1 of the 2 medium objects
     assert metrics["AR@10-large"] == 0.0
-    assert metrics["AR@10"] == pytest.approx(25.0)
+    assert metrics["AR@10"] == pytest.approx(0.25)
     report = json.loads((tmp_path / "proposal_metrics.json").read_text())
     assert report["num_objects"] == {"all": 4, "small": 1, "medium": 2, "large": 1}
 
@@ -224,7 +226,7 @@ def test_a_size_without_objects_is_nan(caplog):
     evaluator = ProposalEvaluator(dataset_dicts=dataset, topk=(10,))
     with caplog.at_level(logging.INFO, logger="detkit"):
         metrics = run(evaluator, {0: make_output([[0, 0, 20, 20]], [0.0])})
-    assert metrics["AR@10-small"] == pytest.approx(100.0)
+    assert metrics["AR@10-small"] == pytest.approx(1.0)
     assert math.isnan(metrics["AR@10-medium"]) and math.isnan(metrics["AR@10-large"])
     assert "medium (0)" in caplog.text and "nan: no object of that size" in caplog.text
 
@@ -363,7 +365,7 @@ def plain_recall(dataset, outputs, topk, thresholds, legacy_plus_one=False, size
                 best = max([iou(obj, p) for p in ranked[:n]], default=0.0)
                 for t_index, t in enumerate(thresholds):
                     recalled[k, t_index] += best >= t
-    return 100 * recalled / num_objects, num_objects
+    return recalled / num_objects, num_objects
 
 
 @pytest.mark.parametrize("legacy_plus_one", [False, True])
@@ -379,7 +381,7 @@ def test_agrees_with_a_plain_implementation(tmp_path, legacy_plus_one):
         dataset, outputs, topk, COCO_IOU_THRESHOLDS, legacy_plus_one
     )
     assert metrics["num_objects"] == num_objects > 30
-    assert 0 < expected.mean() < 100  # a case with both recalled and missed objects
+    assert 0 < expected.mean() < 1  # a case with both recalled and missed objects
     report = json.loads((tmp_path / "proposal_metrics.json").read_text())
     for k, n in enumerate(topk):
         assert report["recall"]["all"][str(n)] == pytest.approx(expected[k].tolist())
@@ -421,7 +423,8 @@ def test_from_config_and_inference_on_dataset(tmp_path):
 
     loader = [[{"image_id": "a"}, {"image_id": "b"}], [{"image_id": "c"}]]
     results = inference_on_dataset(ReplayModel(), loader, evaluator)
-    assert results["proposals"]["AR@1"] == pytest.approx(30.0)
+    assert results["proposals"]["AR@1"] == pytest.approx(0.3)
+    assert results["evaluators"] == {"proposals": {"name": "proposals"}}
     assert (tmp_path / "recall_vs_iou.png").exists()
 
 

@@ -35,14 +35,62 @@ def report(tmp_path, name, topk, num_proposals):
     return str(tmp_path / name / "proposal_metrics.json")
 
 
-def test_panels_hold_the_methods_that_have_that_many_proposals(tmp_path):
+def record_y_limits(monkeypatch) -> list[tuple[float, float]]:
+    """The y limits of every axes of each figure saved from now on."""
+    import matplotlib.figure
+
+    limits: list[tuple[float, float]] = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def recording_savefig(figure, *args, **kwargs):
+        limits.extend(tuple(ax.get_ylim()) for ax in figure.axes)
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+    return limits
+
+
+def test_panels_hold_the_methods_that_have_that_many_proposals(tmp_path, monkeypatch):
     a = load_recall_report(report(tmp_path, "a", [1, 3], 3))
     b = load_recall_report(report(tmp_path, "b", [1], 1))
-    # The first proposal matches exactly: recall 100 up to IoU 1.0 for both at N = 1.
-    assert a["recall_fine"]["1"][-1] == pytest.approx(100.0)
+    # The first proposal matches exactly: recall 1 up to IoU 1.0 for both at N = 1.
+    assert a["recall_fine"]["1"][-1] == pytest.approx(1.0)
+    limits = record_y_limits(monkeypatch)
     drawn = plot_recall_comparison({"A": a, "B": b}, str(tmp_path / "f.png"), topk=(1, 3))
     assert drawn == {1: ["A", "B"], 3: ["A"]}
     assert cv2.imread(str(tmp_path / "f.png")) is not None
+    assert limits == [(0.0, 1.0), (0.0, 1.0)]  # recall as a fraction on both panels
+
+
+def test_the_evaluators_pictures_show_recall_as_a_fraction(tmp_path, monkeypatch):
+    limits = record_y_limits(monkeypatch)
+    report(tmp_path, "a", [1, 3], 3)
+    assert limits == [(0.0, 1.0), (0.0, 1.0)]  # recall_vs_iou.png, recall_vs_proposals.png
+
+
+def test_a_report_in_percent_is_read_as_fractions(tmp_path):
+    # A report written when recalls were in percent has no "unit": its curves are scaled.
+    path = report(tmp_path, "a", [1, 3], 3)
+    current = json.loads(open(path).read())
+    old = {k: v for k, v in current.items() if k != "unit"}
+    for key in ("recall_fine", "average_recall", "recall_at_0.5"):
+        old[key] = json.loads(json.dumps(old[key]), parse_float=lambda v: 100 * float(v))
+    old_path = tmp_path / "old.json"
+    old_path.write_text(json.dumps(old))
+    loaded = load_recall_report(str(old_path))
+    assert loaded["unit"] == "fraction"
+    for key in ("recall_fine", "average_recall", "recall_at_0.5"):
+        expected = leaves(current[key])
+        assert any(v for v in expected) and leaves(loaded[key]) == pytest.approx(expected), key
+
+
+def leaves(value) -> list:
+    """The numbers (and None) of nested dicts and lists, in order."""
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in leaves(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in leaves(v)]
+    return [value]
 
 
 def load_tool():

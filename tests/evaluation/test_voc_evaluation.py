@@ -1,5 +1,5 @@
-"""PascalVOCDetectionEvaluator: dataset dicts and model outputs in, percent metrics and JSON
-files out, with the box conventions of the mapper (continuous gt, legacy +1 predictions)."""
+"""PascalVOCDetectionEvaluator: dataset dicts and model outputs in, metrics as fractions and
+JSON files out, with the box conventions of the mapper (continuous gt, legacy +1 predictions)."""
 
 import json
 import logging
@@ -61,18 +61,18 @@ def run(evaluator, dataset, outputs):
     return evaluator.evaluate()
 
 
-def test_perfect_detections_score_100_and_files_are_written(tmp_path):
+def test_perfect_detections_score_1_and_files_are_written(tmp_path):
     dataset = tiny_dataset()
     evaluator = PascalVOCDetectionEvaluator(
         dataset_dicts=dataset, thing_classes=CLASSES, output_dir=str(tmp_path),
         dataset_name="tiny",
     )
     bbox = run(evaluator, dataset, perfect_outputs(dataset))["bbox"]
-    # Identical boxes have IoU 1 > every threshold: AP 100 at every IoU and for every class.
-    assert bbox["AP50"] == pytest.approx(100.0)
-    assert bbox["AP75"] == pytest.approx(100.0)
-    assert bbox["AP"] == pytest.approx(100.0)
-    assert [bbox[f"AP50-{c}"] for c in CLASSES] == pytest.approx([100.0] * 3)
+    # Identical boxes have IoU 1 > every threshold: AP 1 at every IoU and for every class.
+    assert bbox["AP50"] == pytest.approx(1.0)
+    assert bbox["AP75"] == pytest.approx(1.0)
+    assert bbox["AP"] == pytest.approx(1.0)
+    assert [bbox[f"AP50-{c}"] for c in CLASSES] == pytest.approx([1.0] * 3)
 
     detections = json.loads((tmp_path / "voc_detections.json").read_text())
     per_image = {im["image_id"]: im for im in detections["images"]}
@@ -80,7 +80,8 @@ def test_perfect_detections_score_100_and_files_are_written(tmp_path):
     assert per_image["a"]["detections"][0]["bbox"] == [0.0, 0.0, 10.0, 10.0]
     assert per_image["a"]["file_name"] == "/data/a.jpg"
     metrics = json.loads((tmp_path / "voc_metrics.json").read_text())
-    assert metrics["bbox"]["AP50"] == pytest.approx(100.0)
+    assert metrics["bbox"]["AP50"] == pytest.approx(1.0) and metrics["unit"] == "fraction"
+    assert metrics["per_class"]["square"]["ap_per_iou"] == pytest.approx([1.0] * 10)
     assert "difficult" in metrics["rules"] and metrics["use_07_metric"] is False
     # circle: 1 positive (the other circle is difficult); square 1, triangle 1.
     assert [metrics["per_class"][c]["num_positives"] for c in CLASSES] == [1, 1, 1]
@@ -93,13 +94,13 @@ def test_legacy_plus_one_compares_pixel_index_predictions_with_continuous_gt():
     outputs = perfect_outputs(dataset, legacy_plus_one=True, shift=1.0)
     legacy = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=CLASSES,
                                          legacy_plus_one=True)
-    assert run(legacy, dataset, outputs)["bbox"]["AP"] == pytest.approx(100.0)
+    assert run(legacy, dataset, outputs)["bbox"]["AP"] == pytest.approx(1.0)
     # Read as continuous boxes the same predictions have IoU 9*9 / 10*10 = 0.81: TPs at the
-    # 7 thresholds 0.50 ... 0.80, FPs at 0.85, 0.90, 0.95 -> AP = 70, AP50 = 100.
+    # 7 thresholds 0.50 ... 0.80, FPs at 0.85, 0.90, 0.95 -> AP = 0.7, AP50 = 1.
     continuous = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=CLASSES)
     bbox = run(continuous, dataset, outputs)["bbox"]
-    assert bbox["AP50"] == pytest.approx(100.0)
-    assert bbox["AP"] == pytest.approx(70.0)
+    assert bbox["AP50"] == pytest.approx(1.0)
+    assert bbox["AP"] == pytest.approx(0.7)
 
 
 def hand_case_dataset():
@@ -126,21 +127,21 @@ def test_hand_built_case_through_the_evaluator(use_07_metric, expected, caplog):
                                             use_07_metric=use_07_metric, dataset_name="hand")
     with caplog.at_level(logging.INFO, logger="detkit"):
         bbox = run(evaluator, dataset, {7: HAND_CASE_OUTPUT})["bbox"]
-    assert bbox["AP50"] == pytest.approx(100 * expected)
-    assert bbox["AP50-thing"] == pytest.approx(100 * expected)
-    # The rules are reported, and the per-class table shows the class's AP50.
+    assert bbox["AP50"] == pytest.approx(expected)
+    assert bbox["AP50-thing"] == pytest.approx(expected)
+    # The rules are reported, and the per-class table shows the class's AP50 (3 decimals).
     assert ("11-point" in caplog.text) == use_07_metric
     assert "IoU > 0.5 strictly" in caplog.text and "difficult" in caplog.text
-    assert f"{100 * expected:.2f}" in caplog.text
+    assert f"| {expected:.3f} |" in caplog.text and "fractions in [0, 1]" in caplog.text
     # With only the 0.5 threshold, "AP" is AP50 and there is no AP75.
     only50 = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=["thing"],
                                          use_07_metric=use_07_metric, iou_thresholds=[0.5])
     bbox50 = run(only50, dataset, {7: HAND_CASE_OUTPUT})["bbox"]
-    assert bbox50["AP"] == pytest.approx(100 * expected) and "AP75" not in bbox50
+    assert bbox50["AP"] == pytest.approx(expected) and "AP75" not in bbox50
     # Beside the 11-point AP, the area AP of the same detections (2/3 by hand); the area
     # metric alone has nothing to add.
     if use_07_metric:
-        assert bbox["AP50_area"] == pytest.approx(100 * 2 / 3)
+        assert bbox["AP50_area"] == pytest.approx(2 / 3)
     else:
         assert "AP50_area" not in bbox
 
@@ -149,12 +150,12 @@ def test_class_without_ground_truth_is_nan_and_left_out_of_the_mean(caplog):
     dataset = [{"image_id": 1, "height": 50, "width": 50,
                 "annotations": [ann([0, 0, 10, 10], 0), ann([20, 20, 30, 30], 1)]}]
     evaluator = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=CLASSES)
-    # circle found (AP 100), square missed (AP 0), a triangle detection with no triangle gt.
+    # circle found (AP 1), square missed (AP 0), a triangle detection with no triangle gt.
     outputs = {1: make_output([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8], [0, 2])}
     with caplog.at_level(logging.WARNING, logger="detkit"):
         bbox = run(evaluator, dataset, outputs)["bbox"]
     assert np.isnan(bbox["AP50-triangle"])
-    assert bbox["AP50"] == pytest.approx(50.0)  # (100 + 0) / 2
+    assert bbox["AP50"] == pytest.approx(0.5)  # (1 + 0) / 2
     assert "triangle" in caplog.text
 
 
@@ -165,7 +166,7 @@ def test_images_not_run_count_as_empty_and_unknown_images_are_errors(caplog):
     evaluator = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=CLASSES)
     with caplog.at_level(logging.WARNING, logger="detkit"):
         bbox = run(evaluator, dataset, outputs)["bbox"]
-    assert bbox["AP50"] == pytest.approx(200 / 3)  # circle 100, square 100, triangle 0
+    assert bbox["AP50"] == pytest.approx(2 / 3)  # circle 1, square 1, triangle 0
     assert "1 of 3 images" in caplog.text
     evaluator.process([{"image_id": "zzz"}], [make_output([], [], [])])
     with pytest.raises(KeyError, match="zzz"):
@@ -183,8 +184,10 @@ def test_inference_on_dataset_with_the_voc_evaluator():
     loader = [[{"image_id": r["image_id"]}] for r in dataset]
     evaluator = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=CLASSES)
     results = inference_on_dataset(LookupModel(), loader, evaluator)
-    assert results["bbox"]["AP50"] == pytest.approx(100.0)
+    assert results["bbox"]["AP50"] == pytest.approx(1.0)
     assert results["timing"]["num_images"] == 3
+    # The evaluator names itself and its AP metric beside the metrics.
+    assert results["evaluators"] == {"bbox": {"name": "voc", "ap_metric": "area"}}
 
 
 def test_from_dataset_name_reads_the_catalogs():
@@ -197,7 +200,8 @@ def test_from_dataset_name_reads_the_catalogs():
                                            year=2007)
         evaluator = PascalVOCDetectionEvaluator.from_dataset_name(name)
         assert evaluator.use_07_metric is True  # year 2007 -> 11-point
-        assert run(evaluator, dataset, perfect_outputs(dataset))["bbox"]["AP50"] == 100.0
+        assert run(evaluator, dataset, perfect_outputs(dataset))["bbox"]["AP50"] == 1.0
+        assert evaluator.describe() == {"name": "voc", "ap_metric": "11-point"}
         assert PascalVOCDetectionEvaluator.from_dataset_name(
             name, use_07_metric=False).use_07_metric is False
     finally:

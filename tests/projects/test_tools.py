@@ -86,9 +86,10 @@ def test_train_net_trains_and_evaluates_the_project_config(
     proc = check(run(["tools/train_net.py", "--config-file", config, *SHORT,
                       "OUTPUT_DIR", str(out)], tiny_shapes_root))
     assert f"Model: {model_name} with" in proc.stdout
-    assert "Final mAP@0.5 on shapes_test" in proc.stdout
+    assert "Final VOC mAP@0.5 (11-point) on shapes_test" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 3 and 0.0 <= summary["mAP@0.5"] <= 1.0
+    assert summary["evaluator"] == "voc" and summary["unit"] == "fraction"
     # The plugin's own layers were trained and saved (the config really used it).
     state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert own_weight in state["model"]
