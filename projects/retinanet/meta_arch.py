@@ -29,9 +29,16 @@ from detkit.modeling import (
     build_sampler,
     select_feature_shapes,
 )
+from detkit.modeling.labeling import (
+    check_sampler_needs,
+    match_candidates,
+    matched_targets,
+    sample_candidates,
+    sampled_labels,
+)
 from detkit.modeling.meta_arch import detector_postprocess
 from detkit.modeling.preprocessing import ImagePreprocessor, padding_multiple
-from detkit.structures import Boxes, ImageList, Instances, check_gt_classes, pairwise_iou
+from detkit.structures import Boxes, ImageList, Instances, check_gt_classes
 from detkit.utils import comm
 from projects.retinanet.head import RetinaNetHead
 
@@ -117,6 +124,7 @@ class RetinaNet(nn.Module):
         self.anchor_generator = anchor_generator
         self.anchor_matcher = anchor_matcher
         self.box_coder = box_coder
+        check_sampler_needs(sampler, "MODEL.RETINANET.SAMPLER.NAME", "RetinaNet")
         self.sampler = sampler
         self.in_features = list(in_features)
         self.num_classes = num_classes
@@ -204,7 +212,7 @@ class RetinaNet(nn.Module):
         if self.training:
             gt = self.preprocessor.ground_truth(batched_inputs)
             all_anchors = torch.cat(anchors)
-            gt_classes, gt_boxes = self.label_anchors(all_anchors, gt)
+            gt_classes, gt_boxes = self.label_anchors(all_anchors, gt, [len(a) for a in anchors])
             return self.losses(
                 all_anchors, torch.cat(logits, dim=1), torch.cat(deltas, dim=1),
                 gt_classes, gt_boxes,
@@ -217,9 +225,11 @@ class RetinaNet(nn.Module):
 
     @torch.no_grad()
     def label_anchors(
-        self, anchors: Tensor, gt_instances: list[Instances]
+        self, anchors: Tensor, gt_instances: list[Instances], num_per_level: list[int] | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Class target and matched box of every anchor of every image.
+        """Class target and matched box of every anchor of every image, through detkit's
+        labelling path (:mod:`detkit.modeling.labeling`; ``num_per_level``: anchors per map,
+        for matchers that use levels).
 
         Returns:
             gt_classes: ``Tensor[B, N]`` int64: the class ``0 .. K-1`` of a positive
@@ -232,23 +242,18 @@ class RetinaNet(nn.Module):
         all_classes, all_boxes = [], []
         for gt in gt_instances:
             gt_boxes = Boxes(gt.gt_boxes.tensor.to(anchors), self.legacy_plus_one)
-            matches, labels = self.anchor_matcher(pairwise_iou(gt_boxes, anchor_boxes))
+            matches, labels = match_candidates(
+                self.anchor_matcher, anchor_boxes, gt_boxes, num_per_level=num_per_level
+            )
             if self.sampler is not None:
-                positive, negative = self.sampler(labels)
-                labels = torch.full_like(labels, -1)
-                labels[positive] = 1
-                labels[negative] = 0
+                labels = sampled_labels(labels, *sample_candidates(self.sampler, labels))
             if len(gt_boxes) > 0:
                 check_gt_classes(gt.gt_classes, self.num_classes, "MODEL.RETINANET.NUM_CLASSES")
-                classes = gt.gt_classes.to(matches.device)[matches].long()
-                boxes = gt_boxes.tensor[matches]
-            else:  # no object: every anchor is background (or ignored); boxes unused
-                classes = torch.zeros_like(matches)
-                boxes = torch.zeros_like(anchors)
-            classes[labels == 0] = self.num_classes
-            classes[labels == -1] = -1
-            all_classes.append(classes)
-            all_boxes.append(boxes)
+            targets = matched_targets(
+                gt, matches, labels, anchor_boxes, self.num_classes, gt_boxes=gt_boxes
+            )
+            all_classes.append(targets["gt_classes"])
+            all_boxes.append(targets["gt_boxes"].tensor)
         return torch.stack(all_classes), torch.stack(all_boxes)
 
     def losses(

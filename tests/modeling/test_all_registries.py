@@ -20,7 +20,8 @@ from detkit.modeling import (
     build_rpn_head,
     build_sampler,
 )
-from detkit.structures import Boxes, ImageList, Instances
+from detkit.modeling.matcher import MatchInputs
+from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
 
 # detkit's own members only: a plugin imported by an earlier test (projects/) registers into
 # the same registries, and is covered by its own project's tests.
@@ -105,9 +106,14 @@ def run_box_coder(name):
 
 def run_matcher(name):
     cfg = get_cfg()
+    g = torch.Generator().manual_seed(0)
+    corners = torch.rand(13, 2, generator=g) * 50
+    boxes = Boxes(torch.cat([corners, corners + 5 + torch.rand(13, 2, generator=g) * 40], 1))
+    inputs = MatchInputs(iou=pairwise_iou(boxes[:3], boxes[3:]), gt_boxes=boxes[:3],
+                         candidates=boxes[3:], num_per_level=[6, 4])
     for node in (cfg.MODEL.RPN.MATCHER, cfg.MODEL.ROI_HEADS.MATCHER):
         node.NAME = name
-        matches, labels = build_matcher(cfg, node)(torch.rand(3, 10))
+        matches, labels = build_matcher(cfg, node)(inputs)
         assert matches.shape == labels.shape == (10,)
         assert set(labels.tolist()) <= {-1, 0, 1}
 

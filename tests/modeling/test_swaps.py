@@ -25,11 +25,11 @@ class ThresholdOnlyMatcher(Matcher):
     def from_config(cls, cfg, node, input_shape=None):
         return {"threshold": 0.5}
 
-    def __call__(self, match_quality_matrix):
-        if match_quality_matrix.numel() == 0:
-            n = match_quality_matrix.shape[1]
+    def __call__(self, inputs):  # MatchInputs: the IoU, the boxes, the levels
+        if inputs.iou.numel() == 0:
+            n = inputs.iou.shape[1]
             return torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int8)
-        values, matches = match_quality_matrix.max(dim=0)
+        values, matches = inputs.iou.max(dim=0)
         return matches, (values >= self.threshold).to(torch.int8)
 
 

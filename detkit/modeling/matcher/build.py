@@ -3,32 +3,56 @@
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from detkit.registry import Registry, build_from_config
+from detkit.structures import Boxes
 
-__all__ = ["MATCHER_REGISTRY", "Matcher", "build_matcher"]
+__all__ = ["MATCHER_REGISTRY", "MatchInputs", "Matcher", "build_matcher"]
 
 MATCHER_REGISTRY = Registry("MATCHER")
 MATCHER_REGISTRY.__doc__ = """
 Matchers: assign each anchor or proposal to a ground-truth box and label it.
 
-A member is a ``Matcher``, built from its node (``MODEL.RPN.MATCHER`` or
-``MODEL.ROI_HEADS.MATCHER``). ``__call__(match_quality_matrix: Tensor[M, N])`` (M ground
-truths by N predictions, e.g. IoU) returns ``(matches: Tensor[N] int64`` index of the
-matched ground truth, ``labels: Tensor[N] int8)`` with 1 positive, 0 negative, -1 ignore.
-With M = 0 (no ground truth) ``matches`` is all 0 and every prediction gets the label of
-the interval that contains IoU 0 (RPN defaults: negative; Fast R-CNN: background).
+A member is a ``Matcher``, built from its node (``MODEL.RPN.MATCHER``,
+``MODEL.ROI_HEADS.MATCHER``, or a plugin's). ``__call__(inputs: MatchInputs)`` (one image:
+M ground truths, N candidates, see :class:`MatchInputs`) returns ``(matches: Tensor[N]
+int64`` index of the matched ground truth, ``labels: Tensor[N] int8)`` with 1 positive,
+0 negative, -1 ignore. With M = 0 (no ground truth) ``matches`` is all 0. Candidates with
+``valid`` False are labelled -1 by the caller whatever the matcher says.
 """
 
 
+@dataclass
+class MatchInputs:
+    """What a matcher knows about one image (built by
+    :func:`detkit.modeling.labeling.match_candidates`).
+
+    Attributes:
+        iou: ``Tensor[M, N]`` IoU of the M ground-truth boxes with the N candidates,
+            computed once; -1 for candidates that are not ``valid``.
+        gt_boxes: ``Boxes[M]``.
+        candidates: ``Boxes[N]``: anchors or proposals.
+        num_per_level: candidates per feature level, in the order of ``candidates`` (anchors
+            of a feature pyramid), or None when they have no levels (proposals).
+        valid: ``Tensor[N]`` bool, or None for all: candidates that may be labelled.
+    """
+
+    iou: Tensor
+    gt_boxes: Boxes
+    candidates: Boxes
+    num_per_level: list[int] | None = None
+    valid: Tensor | None = None
+
+
 class Matcher(metaclass=ABCMeta):
-    """Assigns predictions to ground truths from a quality matrix."""
+    """Assigns candidates (anchors, proposals) to ground truths."""
 
     @abstractmethod
-    def __call__(self, match_quality_matrix: Tensor) -> tuple[Tensor, Tensor]:
-        """``Tensor[M, N]`` -> ``(matches Tensor[N], labels Tensor[N])``."""
+    def __call__(self, inputs: MatchInputs) -> tuple[Tensor, Tensor]:
+        """One image's :class:`MatchInputs` -> ``(matches Tensor[N], labels Tensor[N])``."""
 
 
 def build_matcher(cfg, node, input_shape=None, **overrides) -> Matcher:

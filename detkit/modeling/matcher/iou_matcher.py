@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from detkit.modeling.matcher.build import MATCHER_REGISTRY, Matcher
+from detkit.modeling.matcher.build import MATCHER_REGISTRY, Matcher, MatchInputs
 
 __all__ = ["IoUMatcher"]
 
@@ -81,11 +81,12 @@ class IoUMatcher(Matcher):
         table = torch.tensor(self.labels, dtype=torch.int8, device=quality.device)
         return table[interval]
 
-    def __call__(self, match_quality_matrix: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, inputs: MatchInputs | Tensor) -> tuple[Tensor, Tensor]:
         """Match N predictions against M ground truths.
 
         Args:
-            match_quality_matrix: ``Tensor[M, N]``, e.g. IoU of M ground-truth boxes with N
+            inputs: the image's :class:`MatchInputs` (its ``iou`` is used), or directly a
+                ``Tensor[M, N]`` quality matrix, e.g. IoU of M ground-truth boxes with N
                 anchors. Entries below every threshold (e.g. -1 for anchors the caller
                 excludes) are never low-quality matches unless ``low_quality_min_iou``
                 allows them.
@@ -97,6 +98,7 @@ class IoUMatcher(Matcher):
                 prediction gets the label of the interval containing IoU 0 (RPN defaults:
                 negative; Fast R-CNN defaults ``[0.0, 0.5]``: background).
         """
+        match_quality_matrix = inputs.iou if isinstance(inputs, MatchInputs) else inputs
         if match_quality_matrix.dim() != 2:
             raise ValueError(
                 "IoUMatcher expects a [M ground truths, N predictions] matrix; got shape "

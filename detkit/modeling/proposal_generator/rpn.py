@@ -14,11 +14,17 @@ from detkit.layers import ShapeSpec
 from detkit.modeling.anchor_generator import AnchorGenerator, build_anchor_generator
 from detkit.modeling.backbone import select_feature_shapes
 from detkit.modeling.box_coder import BoxCoder, build_box_coder
+from detkit.modeling.labeling import (
+    check_sampler_needs,
+    match_candidates,
+    sample_candidates,
+    sampled_labels,
+)
 from detkit.modeling.matcher import Matcher, build_matcher
 from detkit.modeling.proposal_generator.build import PROPOSAL_GENERATOR_REGISTRY, build_rpn_head
 from detkit.modeling.proposal_generator.proposals import find_top_proposals
 from detkit.modeling.sampler import Sampler, build_sampler
-from detkit.structures import Boxes, ImageList, Instances, pairwise_iou
+from detkit.structures import Boxes, ImageList, Instances
 from detkit.utils.events import try_get_event_storage
 
 __all__ = ["RPN"]
@@ -92,6 +98,7 @@ class RPN(nn.Module):
             raise ValueError(
                 f"MODEL.RPN.TOPK_SCOPE must be one of {_TOPK_SCOPES}; got '{topk_scope}'."
             )
+        check_sampler_needs(sampler, "MODEL.RPN.SAMPLER.NAME", "the RPN")
         self.topk_scope = topk_scope
         self.in_features = list(in_features)
         self.head = head
@@ -183,7 +190,7 @@ class RPN(nn.Module):
             if gt_instances is None:
                 raise ValueError("RPN in training mode needs gt_instances (one per image).")
             labels, target_boxes = self.label_and_sample_anchors(
-                anchors, images.image_sizes, gt_instances
+                anchors, images.image_sizes, gt_instances, [len(a) for a in anchors_per_level]
             )
             storage = try_get_event_storage()
             if storage is not None:
@@ -225,9 +232,17 @@ class RPN(nn.Module):
 
     @torch.no_grad()
     def label_and_sample_anchors(
-        self, anchors: Tensor, image_sizes: list[tuple[int, int]], gt_instances: list[Instances]
+        self,
+        anchors: Tensor,
+        image_sizes: list[tuple[int, int]],
+        gt_instances: list[Instances],
+        num_per_level: list[int] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Label every anchor of every image, then keep only the sampled labels.
+        """Label every anchor of every image, then keep only the sampled labels
+        (:mod:`detkit.modeling.labeling`).
+
+        Args:
+            anchors: ``Tensor[N, 4]`` of all maps; num_per_level: anchors of each map.
 
         Returns:
             labels: ``Tensor[B, N]`` int8: 1 positive, 0 negative, -1 not in the loss.
@@ -237,25 +252,20 @@ class RPN(nn.Module):
         anchor_boxes = Boxes(anchors, self.legacy_plus_one)
         all_labels, all_targets = [], []
         for (height, width), gt in zip(image_sizes, gt_instances):
-            gt_boxes = gt.gt_boxes
-            if not isinstance(gt_boxes, Boxes):
-                gt_boxes = Boxes(gt_boxes)
+            gt_boxes = gt.gt_boxes if isinstance(gt.gt_boxes, Boxes) else Boxes(gt.gt_boxes)
             gt_boxes = Boxes(gt_boxes.tensor.to(anchors), self.legacy_plus_one)
-            iou = pairwise_iou(gt_boxes, anchor_boxes)  # [M, N]
-            if self.boundary_threshold >= 0:
-                # Paper 3.1.3: only anchors inside the image are labelled; an outside anchor is
-                # never a best match (its IoU is made -1) and is ignored in the loss.
-                inside = self._inside_image(anchors, height, width)
-                iou[:, ~inside] = -1.0
-            matches, labels = self.anchor_matcher(iou)
-            labels = labels.to(torch.int8)
-            if self.boundary_threshold >= 0:
-                labels[~inside] = -1
-            positive, negative = self.sampler(labels)
-            sampled = torch.full_like(labels, -1)
-            sampled[positive] = 1
-            sampled[negative] = 0
-            all_labels.append(sampled)
+            # Paper 3.1.3: only anchors inside the image are labelled; the others are never
+            # a best match and are left out of the loss.
+            inside = (
+                self._inside_image(anchors, height, width)
+                if self.boundary_threshold >= 0 else None
+            )
+            matches, labels = match_candidates(
+                self.anchor_matcher, anchor_boxes, gt_boxes, num_per_level=num_per_level,
+                valid=inside,
+            )
+            positive, negative = sample_candidates(self.sampler, labels)
+            all_labels.append(sampled_labels(labels, positive, negative))
             if len(gt_boxes) > 0:
                 all_targets.append(gt_boxes.tensor[matches])
             else:

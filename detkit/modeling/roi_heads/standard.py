@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from detkit.layers import ShapeSpec
 from detkit.modeling.backbone import select_feature_shapes
 from detkit.modeling.box_coder import BoxCoder, build_box_coder
+from detkit.modeling.labeling import match_candidates, matched_targets, sample_candidates
 from detkit.modeling.matcher import Matcher, build_matcher
 from detkit.modeling.poolers import ROIPooler, build_roi_pooler
 from detkit.modeling.roi_heads.build import ROI_HEADS_REGISTRY, build_roi_box_head
@@ -18,7 +19,7 @@ from detkit.modeling.roi_heads.fast_rcnn import (
     fast_rcnn_inference_single_image,
 )
 from detkit.modeling.sampler import Sampler, build_sampler
-from detkit.structures import Boxes, ImageList, Instances, check_gt_classes, pairwise_iou
+from detkit.structures import Boxes, ImageList, Instances, check_gt_classes
 from detkit.utils.events import try_get_event_storage
 
 __all__ = ["StandardROIHeads"]
@@ -165,11 +166,12 @@ class StandardROIHeads(nn.Module):
     def label_and_sample_proposals(
         self, maps: list[Tensor], proposals: list[Instances], targets: list[Instances]
     ) -> list[Instances]:
-        """Per image, the sampled RoIs with their ``gt_classes`` (K = background) and
-        matched ``gt_boxes``.
+        """Per image, the sampled RoIs with every ``gt_*`` field of their matched ground
+        truth (:func:`~detkit.modeling.labeling.matched_targets`): ``gt_classes`` (K =
+        background), ``gt_boxes`` and any other field the targets carry.
 
         Returns:
-            ``Instances(proposal_boxes, gt_classes, gt_boxes)`` per image.
+            ``Instances(proposal_boxes, gt_classes, gt_boxes, ...)`` per image.
         """
         labelled = []
         for props, gt in zip(proposals, targets):
@@ -177,22 +179,15 @@ class StandardROIHeads(nn.Module):
             boxes = Boxes(props.proposal_boxes.tensor, self.legacy_plus_one)
             if self.proposal_append_gt:
                 boxes = Boxes.cat([boxes, gt_boxes])
-            matches, labels = self.proposal_matcher(pairwise_iou(gt_boxes, boxes))
+            matches, labels = match_candidates(self.proposal_matcher, boxes, gt_boxes)
             if len(gt_boxes) > 0:
                 check_gt_classes(gt.gt_classes, self.num_classes, "MODEL.ROI_HEADS.NUM_CLASSES")
-                gt_classes = gt.gt_classes.to(matches.device)[matches].long()
-                matched = gt_boxes.tensor[matches]
-            else:
-                # No object: every RoI is background; it is its own (unused) box target.
-                gt_classes = torch.full_like(matches, self.num_classes)
-                matched = boxes.tensor.clone()
-            gt_classes[labels == 0] = self.num_classes
-            gt_classes[labels == -1] = -1
+            targets_of_rois = matched_targets(
+                gt, matches, labels, boxes, self.num_classes, gt_boxes=gt_boxes
+            )
             labelled.append(
-                Instances(
-                    props.image_size, proposal_boxes=boxes, gt_classes=gt_classes,
-                    gt_boxes=Boxes(matched, self.legacy_plus_one), labels=labels,
-                )
+                Instances(props.image_size, proposal_boxes=boxes, **targets_of_rois,
+                          labels=labels)
             )
         per_image_losses: list[Tensor | None] = [None] * len(labelled)
         if self.sampler.needs_losses:
@@ -200,7 +195,7 @@ class StandardROIHeads(nn.Module):
         sampled = []
         num_fg, num_bg = 0, 0
         for inst, losses in zip(labelled, per_image_losses):
-            positive, negative = self.sampler(inst.labels, losses=losses)
+            positive, negative = sample_candidates(self.sampler, inst.labels, losses)
             chosen = inst[torch.cat([positive, negative])]
             chosen.remove("labels")
             sampled.append(chosen)
