@@ -90,16 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     times = profile(cfg, args.iters, args.warmup)
     total = [sum(step) for step in zip(*times.values())]
     print(f"config: {args.config_file} {' '.join(args.opts)}")
-    print(f"device: {cfg.MODEL.DEVICE}, torch threads: {torch.get_num_threads()}, "
-          f"images per iteration: {cfg.SOLVER.IMS_PER_BATCH}, "
-          f"measured iterations: {args.iters} (after {args.warmup} warm-up)")
+    print(
+        f"device: {cfg.MODEL.DEVICE}, torch threads: {torch.get_num_threads()}, "
+        f"images per iteration: {cfg.SOLVER.IMS_PER_BATCH}, "
+        f"measured iterations: {args.iters} (after {args.warmup} warm-up)"
+    )
     print(f"{'phase':<10} {'median ms':>10} {'mean ms':>9} {'share':>6}")
     mean_total = statistics.mean(total)
     for phase in PHASES:
         values = times[phase]
         mean = statistics.mean(values)
-        print(f"{phase:<10} {1e3 * statistics.median(values):>10.1f} {1e3 * mean:>9.1f} "
-              f"{mean / mean_total:>6.1%}")
+        print(
+            f"{phase:<10} {1e3 * statistics.median(values):>10.1f} {1e3 * mean:>9.1f} "
+            f"{mean / mean_total:>6.1%}"
+        )
     print(f"{'total':<10} {1e3 * statistics.median(total):>10.1f} {1e3 * mean_total:>9.1f}")
     print(f"throughput: {cfg.SOLVER.IMS_PER_BATCH / mean_total:.2f} images/s")
     return 0

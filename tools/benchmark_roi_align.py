@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     h, w = args.size
-    feature = torch.randn(args.images, args.channels, h, w, device=args.device,
-                          requires_grad=True)
+    feature = torch.randn(args.images, args.channels, h, w, device=args.device, requires_grad=True)
     per_image = args.rois // args.images
     boxes = []
     for _ in range(args.images):
@@ -64,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     scale, p, s = 1 / args.stride, args.resolution, args.sampling_ratio
     tv = run(lambda: roi_align(feature, boxes, p, scale, s, True))
     sep = run(lambda: roi_align_separable(feature, boxes, p, scale, s, True))
-    print(f"{args.rois} RoIs, {args.channels} x {h} x {w} maps, {p}x{p} bins, "
-          f"sampling ratio {s}, {args.device}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.rois} RoIs, {args.channels} x {h} x {w} maps, {p}x{p} bins, "
+        f"sampling ratio {s}, {args.device}, {torch.get_num_threads()} threads"
+    )
     print(f"torchvision roi_align   forward+backward: {tv:8.1f} ms")
     print(f"separable roi_align     forward+backward: {sep:8.1f} ms  ({tv / sep:.1f}x faster)")
     return 0

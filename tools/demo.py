@@ -55,7 +55,8 @@ def collect_images(inputs: list[str]) -> list[str]:
     for path in inputs:
         if os.path.isdir(path):
             files += sorted(
-                os.path.join(path, f) for f in os.listdir(path)
+                os.path.join(path, f)
+                for f in os.listdir(path)
                 if f.lower().endswith(IMAGE_SUFFIXES)
             )
         elif os.path.isfile(path):
@@ -84,17 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", nargs="+", default=[], help="image files or folders")
     parser.add_argument(
-        "--dataset", default="",
+        "--dataset",
+        default="",
         help="take the images of a registered dataset (drawn beside their ground truth)",
     )
     parser.add_argument("--max-images", type=int, default=0, help="at most this many (0: all)")
     parser.add_argument("--output", default="output/demo")
     parser.add_argument(
-        "--score-thresh", "--confidence-threshold", dest="score_thresh", type=float,
-        default=0.5, help="draw and keep detections scoring above this",
+        "--score-thresh",
+        "--confidence-threshold",
+        dest="score_thresh",
+        type=float,
+        default=0.5,
+        help="draw and keep detections scoring above this",
     )
     parser.add_argument(
-        "--allow-random-weights", action="store_true",
+        "--allow-random-weights",
+        action="store_true",
         help="run without MODEL.WEIGHTS (a model with random weights draws random boxes)",
     )
     add_config_overrides_arguments(parser)
@@ -148,17 +155,24 @@ def main(argv: list[str] | None = None) -> int:
             drawn = draw_predictions_and_ground_truth(image, det, ground_truth, names, scale)
         stem = os.path.splitext(os.path.basename(path))[0]
         cv2.imwrite(os.path.join(args.output, stem + ".png"), drawn)
-        records.append({
-            "file_name": path,
-            "detections": [
-                {"box": [round(v, 2) for v in box], "score": round(score, 4), "class": cls,
-                 "class_name": names[cls] if names and cls < len(names) else str(cls)}
-                for box, score, cls in zip(
-                    det.pred_boxes.tensor.tolist(), det.scores.tolist(),
-                    det.pred_classes.tolist(),
-                )
-            ],
-        })
+        records.append(
+            {
+                "file_name": path,
+                "detections": [
+                    {
+                        "box": [round(v, 2) for v in box],
+                        "score": round(score, 4),
+                        "class": cls,
+                        "class_name": names[cls] if names and cls < len(names) else str(cls),
+                    }
+                    for box, score, cls in zip(
+                        det.pred_boxes.tensor.tolist(),
+                        det.scores.tolist(),
+                        det.pred_classes.tolist(),
+                    )
+                ],
+            }
+        )
         print(f"{path}: {len(det)} detections")
     with open(os.path.join(args.output, "detections.json"), "w", encoding="utf-8") as f:
         json.dump(records, f, indent=1)

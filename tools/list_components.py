@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Print every registry, its members and the module that defines each.
 
-    python tools/list_components.py
-    python tools/list_components.py --import projects.light_head
-    python tools/list_components.py --config-file configs/my_plugin.yaml   # uses its IMPORTS
+python tools/list_components.py
+python tools/list_components.py --import projects.light_head
+python tools/list_components.py --config-file configs/my_plugin.yaml   # uses its IMPORTS
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ def catalog() -> list[tuple[str, str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
         help="plugin module to import first (repeatable), e.g. projects.light_head",
     )
     parser.add_argument("--config-file", default="", help="also import the config's IMPORTS")

@@ -40,8 +40,16 @@ def draw(image: torch.Tensor, boxes, labels: list[str], path: str) -> None:
     for (x1, y1, x2, y2), text in zip(boxes.tolist(), labels):
         p1, p2 = (int(x1 * 3), int(y1 * 3)), (int(x2 * 3), int(y2 * 3))
         cv2.rectangle(canvas, p1, p2, (0, 255, 255), 2)
-        cv2.putText(canvas, text, (p1[0] + 3, p1[1] + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (0, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            text,
+            (p1[0] + 3, p1[1] + 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     cv2.imwrite(path, canvas)
 
@@ -64,15 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     example = two_shapes_example()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    print(f"Training {cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.BACKBONE.NAME}) on one image "
-          f"with two objects for {args.iters} iterations on {next(model.parameters()).device}")
+    print(
+        f"Training {cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.BACKBONE.NAME}) on one image "
+        f"with two objects for {args.iters} iterations on {next(model.parameters()).device}"
+    )
     model.train()
     start = time.perf_counter()
     for it in range(args.iters):
         losses = model([example])
         total = sum(losses.values())
         if not torch.isfinite(total):
-            print(f"iter {it}: non-finite loss {({k: v.item() for k, v in losses.items()})}")
+            print(f"iter {it}: non-finite loss { ({k: v.item() for k, v in losses.items()}) }")
             return 1
         optimizer.zero_grad()
         total.backward()
@@ -98,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         j = int(iou[i].argmax())
         ok = det.pred_classes[j] == gt.gt_classes[i]
         found += int(ok)
-        print(f"  {name}: detected as {CLASS_NAMES[int(det.pred_classes[j])]}, "
-              f"score {det.scores[j]:.3f}, IoU {iou[i, j]:.3f}")
+        print(
+            f"  {name}: detected as {CLASS_NAMES[int(det.pred_classes[j])]}, "
+            f"score {det.scores[j]:.3f}, IoU {iou[i, j]:.3f}"
+        )
     labels = [f"{CLASS_NAMES[int(c)]} {s:.2f}" for c, s in zip(det.pred_classes, det.scores)]
     path = os.path.join(args.output, "detections.png")
     draw(example["image"], det.pred_boxes.tensor, labels, path)
-    print(f"{found}/{len(gt)} objects detected with IoU > 0.7 and the right class; "
-          f"picture: {path}")
+    print(f"{found}/{len(gt)} objects detected with IoU > 0.7 and the right class; picture: {path}")
     return 0 if found == len(gt) else 1
 
 

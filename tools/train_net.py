@@ -63,8 +63,11 @@ def main(args) -> dict:
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = DefaultTrainer.test(cfg, model)
         if comm.is_main_process():
-            summary = {"eval_only": True, "weights": cfg.MODEL.WEIGHTS,
-                       **summarize_results(results)}
+            summary = {
+                "eval_only": True,
+                "weights": cfg.MODEL.WEIGHTS,
+                **summarize_results(results),
+            }
             write_summary(cfg.OUTPUT_DIR, summary)
             logger.info(f"{summary_message(summary, datasets)}. Outputs in {cfg.OUTPUT_DIR}")
         return results
@@ -102,7 +105,8 @@ def argument_parser():
     """detkit's standard parser plus ``--allow-random-weights`` (evaluation only)."""
     parser = default_argument_parser(__doc__.splitlines()[0])
     parser.add_argument(
-        "--allow-random-weights", action="store_true",
+        "--allow-random-weights",
+        action="store_true",
         help="with --eval-only and no MODEL.WEIGHTS, evaluate the random model anyway",
     )
     return parser
@@ -112,7 +116,8 @@ if __name__ == "__main__":
     args = argument_parser().parse_args()
 
     def run() -> None:
-        launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,
-               args=(args,))
+        launch(
+            main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,)
+        )
 
     sys.exit(run_cli(run, debug=args.debug))

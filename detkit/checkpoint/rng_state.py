@@ -44,8 +44,11 @@ class RNGState:
         )
         np.random.set_state(
             (
-                state["numpy_kind"], state["numpy_keys"].numpy().astype(np.uint32),
-                state["numpy_pos"], state["numpy_has_gauss"], state["numpy_cached_gaussian"],
+                state["numpy_kind"],
+                state["numpy_keys"].numpy().astype(np.uint32),
+                state["numpy_pos"],
+                state["numpy_has_gauss"],
+                state["numpy_cached_gaussian"],
             )
         )
         torch.set_rng_state(state["torch"])

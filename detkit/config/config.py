@@ -26,6 +26,7 @@ _CONFIG_EXTENSIONS: dict[str, Callable[[CfgNode], None]] = {}
 # "SOME.KEY=value": a dotted upper-case config key, then "=".
 _KEY_EQUALS = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*=")
 
+
 class ConfigError(ValueError):
     """A config file or command-line override that cannot be merged."""
 

@@ -35,7 +35,11 @@ from detkit.data.transforms import (
 )
 
 __all__ = [
-    "Augmentation", "ColorJitter", "RandomCrop", "RandomFlip", "ResizeShortestEdge",
+    "Augmentation",
+    "ColorJitter",
+    "RandomCrop",
+    "RandomFlip",
+    "ResizeShortestEdge",
     "build_augmentations",
 ]
 
@@ -158,8 +162,12 @@ class ColorJitter(Augmentation):
     """
 
     def __init__(
-        self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
-        hue: float = 0.0, image_format: str = "BGR",
+        self,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
+        hue: float = 0.0,
+        image_format: str = "BGR",
     ):
         ranges = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
         for name, value in ranges.items():
@@ -183,9 +191,12 @@ class ColorJitter(Augmentation):
 
 
 def default_augmentations(
-    min_sizes: Sequence[int], max_size: int, random_flip: bool,
+    min_sizes: Sequence[int],
+    max_size: int,
+    random_flip: bool,
     crop: tuple[str, Sequence[float]] | None = None,
-    color_jitter: dict[str, float] | None = None, image_format: str = "BGR",
+    color_jitter: dict[str, float] | None = None,
+    image_format: str = "BGR",
 ) -> list[Augmentation]:
     """The list of the module docstring from plain settings (``DatasetMapper``'s)."""
     augmentations: list[Augmentation] = []
@@ -211,16 +222,23 @@ def augmentation_settings(cfg: Any, is_train: bool) -> dict[str, Any]:
         min_sizes, max_size = [cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
     jitter = cfg.INPUT.COLOR_JITTER
     return {
-        "min_sizes": min_sizes, "max_size": max_size,
+        "min_sizes": min_sizes,
+        "max_size": max_size,
         # Duplication already supplies each image flipped once (PAPER.md choice 7).
-        "random_flip": is_train and cfg.INPUT.RANDOM_FLIP == "horizontal"
+        "random_flip": is_train
+        and cfg.INPUT.RANDOM_FLIP == "horizontal"
         and not cfg.INPUT.FLIP_BY_DUPLICATION,
         "crop": (cfg.INPUT.CROP.TYPE, list(cfg.INPUT.CROP.SIZE))
-        if is_train and cfg.INPUT.CROP.ENABLED else None,
+        if is_train and cfg.INPUT.CROP.ENABLED
+        else None,
         "color_jitter": {
-            "brightness": jitter.BRIGHTNESS, "contrast": jitter.CONTRAST,
-            "saturation": jitter.SATURATION, "hue": jitter.HUE,
-        } if is_train else None,
+            "brightness": jitter.BRIGHTNESS,
+            "contrast": jitter.CONTRAST,
+            "saturation": jitter.SATURATION,
+            "hue": jitter.HUE,
+        }
+        if is_train
+        else None,
     }
 
 

@@ -39,9 +39,15 @@ from detkit.data.verify import (
 from detkit.utils import comm
 
 __all__ = [
-    "DatasetFromList", "MapDataset", "build_detection_test_loader",
-    "build_detection_train_loader", "duplicate_with_flips", "get_detection_dataset_dicts",
-    "proposal_files_of_test_set", "trivial_batch_collator", "worker_init_reset_seed",
+    "DatasetFromList",
+    "MapDataset",
+    "build_detection_test_loader",
+    "build_detection_train_loader",
+    "duplicate_with_flips",
+    "get_detection_dataset_dicts",
+    "proposal_files_of_test_set",
+    "trivial_batch_collator",
+    "worker_init_reset_seed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,7 +139,8 @@ def get_detection_dataset_dicts(
             part = attach_precomputed_proposals(part, proposal_files[index])
         if verify != "off":
             part_report = verify_dataset_dicts(
-                part, dataset_name=name,
+                part,
+                dataset_name=name,
                 num_classes=dataset_num_classes(name),
             )
             report.extend(part_report)
@@ -146,8 +153,9 @@ def get_detection_dataset_dicts(
     if filter_empty:
         before = len(dicts)
         dicts = [d for d in dicts if any(_usable(a) for a in d.get("annotations", []))]
-        logger.info("Removed %d images with no usable object; %d left.", before - len(dicts),
-                    len(dicts))
+        logger.info(
+            "Removed %d images with no usable object; %d left.", before - len(dicts), len(dicts)
+        )
         if not dicts:
             raise ValueError(f"No image of {names} has a usable object after filtering.")
     _log_summary(names, dicts, next(iter(known.values()), None))
@@ -165,7 +173,9 @@ def _act_on_verification(report: VerificationReport, mode: str, num_left: int) -
     logger.warning(
         "%s\nDATASETS.VERIFY 'skip': left out these %d image(s); %d remain. (In a test set, "
         "the evaluator counts the images left out as images without detections.)",
-        report.format(), report.num_bad_images, num_left,
+        report.format(),
+        report.num_bad_images,
+        num_left,
     )
     if not num_left:
         raise ValueError(
@@ -181,8 +191,14 @@ def _log_summary(names: list[str], dicts: list[dict], classes: list[str] | None)
         f"{names_of[k] if k < len(names_of) else k}: {v}" for k, v in sorted(counts.items())
     )
     empty = sum(1 for d in dicts if not d.get("annotations"))
-    logger.info("Dataset %s: %d images (%d without objects), %d objects (%s).", "+".join(names),
-                len(dicts), empty, sum(counts.values()), per_class or "none")
+    logger.info(
+        "Dataset %s: %d images (%d without objects), %d objects (%s).",
+        "+".join(names),
+        len(dicts),
+        empty,
+        sum(counts.values()),
+        per_class or "none",
+    )
 
 
 def duplicate_with_flips(dataset_dicts: list[dict]) -> list[dict]:
@@ -199,8 +215,10 @@ class DatasetFromList(Dataset):
     """
 
     def __init__(self, items: list[Any]):
-        blobs = [np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
-                 for x in items]
+        blobs = [
+            np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+            for x in items
+        ]
         self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
         self._buffer = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
 
@@ -289,7 +307,9 @@ def build_detection_train_loader(
         AspectRatioGroupedBatchSampler(
             TrainingSampler(len(dicts), seed=seed), group_ids, total // world_size, start_iter
         ),
-        seed, start_iter, comm.get_rank(),
+        seed,
+        start_iter,
+        comm.get_rank(),
     )
     dataset = MapDataset(DatasetFromList(dicts), mapper or DatasetMapper(cfg, is_train=True))
     return _data_loader(cfg, dataset, batch_sampler, seed, multiprocessing_context)

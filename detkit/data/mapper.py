@@ -41,7 +41,9 @@ def read_image(file_name: str, image_format: str = "BGR", image_id: Any = None) 
         image = np.round(image / 257.0).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ImageFileError(
-            file_name, image_id, "unsupported",
+            file_name,
+            image_id,
+            "unsupported",
             f"has pixel type {image.dtype}; detkit reads 8- or 16-bit images",
         )
     if image.ndim == 2 or image.shape[2] == 1:
@@ -50,7 +52,9 @@ def read_image(file_name: str, image_format: str = "BGR", image_id: Any = None) 
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     elif image.shape[2] != 3:
         raise ImageFileError(
-            file_name, image_id, "unsupported",
+            file_name,
+            image_id,
+            "unsupported",
             f"has {image.shape[2]} channels; detkit reads 1, 3 or 4",
         )
     if image_format == "RGB":
@@ -91,8 +95,14 @@ class DatasetMapper:
     """
 
     _DEFAULTS: dict[str, Any] = {
-        "image_format": "BGR", "min_sizes": (600,), "max_size": 1000, "random_flip": False,
-        "crop": None, "color_jitter": None, "augmentations": None, "legacy_plus_one": False,
+        "image_format": "BGR",
+        "min_sizes": (600,),
+        "max_size": 1000,
+        "random_flip": False,
+        "crop": None,
+        "color_jitter": None,
+        "augmentations": None,
+        "legacy_plus_one": False,
     }
 
     def __init__(self, cfg: Any = None, is_train: bool = True, **settings: Any):
@@ -119,8 +129,12 @@ class DatasetMapper:
             self.augmentations: list[Augmentation] = list(values["augmentations"])
         else:
             self.augmentations = default_augmentations(
-                self.min_sizes, self.max_size, self.random_flip, values["crop"],
-                values["color_jitter"], self.image_format,
+                self.min_sizes,
+                self.max_size,
+                self.random_flip,
+                values["crop"],
+                values["color_jitter"],
+                self.image_format,
             )
         self.num_degenerate_boxes = 0
         self._rng: np.random.Generator | None = None
@@ -130,7 +144,8 @@ class DatasetMapper:
     def from_config(cls, cfg: Any, is_train: bool) -> dict[str, Any]:
         """The settings a config gives (INPUT.*, MODEL.LEGACY_PLUS_ONE)."""
         return {
-            "image_format": cfg.INPUT.FORMAT, **augmentation_settings(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            **augmentation_settings(cfg, is_train),
             "legacy_plus_one": cfg.MODEL.LEGACY_PLUS_ONE,
         }
 
@@ -172,7 +187,8 @@ class DatasetMapper:
         # PAPER.md, Input: difficult objects are excluded from training; so are crowd ones.
         # At test time the evaluator reads the ground truth from the dataset, not from here.
         annotations = [
-            a for a in dataset_dict.get("annotations", [])
+            a
+            for a in dataset_dict.get("annotations", [])
             if self.is_train and not a.get("difficult", False) and not a.get("iscrowd", 0)
         ]
         boxes = np.array([a["bbox"] for a in annotations], dtype=np.float32).reshape(-1, 4)
@@ -246,9 +262,12 @@ class DatasetMapper:
         num_dropped = int((~keep).sum())
         if num_dropped:
             self.num_degenerate_boxes += num_dropped
-            logger.debug("%s (image_id %r): dropped %d boxes smaller than 1 px after resize, "
-                         "flip and clip.", source.get("file_name"), source.get("image_id"),
-                         num_dropped)
+            logger.debug(
+                "%s (image_id %r): dropped %d boxes smaller than 1 px after resize, flip and clip.",
+                source.get("file_name"),
+                source.get("image_id"),
+                num_dropped,
+            )
         boxes, classes = boxes[keep], classes[keep]
         if self.legacy_plus_one:
             # Continuous [x1, x2) -> last covered pixel index x2 - 1 (the code's convention).

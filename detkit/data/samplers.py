@@ -16,8 +16,12 @@ from torch.utils.data import Sampler
 from detkit.utils import comm
 
 __all__ = [
-    "AspectRatioGroupedBatchSampler", "InferenceSampler", "SeededBatchSampler", "TrainingSampler",
-    "aspect_ratio_group_ids", "shared_random_seed",
+    "AspectRatioGroupedBatchSampler",
+    "InferenceSampler",
+    "SeededBatchSampler",
+    "TrainingSampler",
+    "aspect_ratio_group_ids",
+    "shared_random_seed",
 ]
 
 

@@ -19,8 +19,15 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
-    "ColorTransform", "CropTransform", "HFlipTransform", "ResizeTransform", "Transform",
-    "apply_transforms", "clip_boxes", "nondegenerate", "resize_shortest_edge_shape",
+    "ColorTransform",
+    "CropTransform",
+    "HFlipTransform",
+    "ResizeTransform",
+    "Transform",
+    "apply_transforms",
+    "clip_boxes",
+    "nondegenerate",
+    "resize_shortest_edge_shape",
 ]
 
 
@@ -110,7 +117,7 @@ class CropTransform(Transform):
                 f"CropTransform window ({self.x0}, {self.y0}) + {self.height}x{self.width} "
                 f"does not fit in a {image.shape[0]}x{image.shape[1]} image."
             )
-        window = image[self.y0:self.y0 + self.height, self.x0:self.x0 + self.width]
+        window = image[self.y0 : self.y0 + self.height, self.x0 : self.x0 + self.width]
         return np.ascontiguousarray(window)
 
     def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
@@ -133,20 +140,25 @@ class ColorTransform(Transform):
     """
 
     _STEPS = {
-        "brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast,
-        "saturation": TF.adjust_saturation, "hue": TF.adjust_hue,
+        "brightness": TF.adjust_brightness,
+        "contrast": TF.adjust_contrast,
+        "saturation": TF.adjust_saturation,
+        "hue": TF.adjust_hue,
     }
 
     def __init__(
-        self, factors: dict[str, float], order: Sequence[str] | None = None,
+        self,
+        factors: dict[str, float],
+        order: Sequence[str] | None = None,
         image_format: str = "BGR",
     ):
         unknown = sorted(set(factors) - set(self._STEPS))
         if unknown:
             raise ValueError(f"ColorTransform: unknown steps {unknown}; known {list(self._STEPS)}.")
         if image_format not in ("BGR", "RGB"):
-            raise ValueError(f"ColorTransform: image_format must be 'BGR' or 'RGB'; got "
-                             f"'{image_format}'.")
+            raise ValueError(
+                f"ColorTransform: image_format must be 'BGR' or 'RGB'; got '{image_format}'."
+            )
         self.factors = dict(factors)
         self.order = tuple(order) if order is not None else tuple(self.factors)
         self.image_format = image_format

@@ -75,19 +75,23 @@ def default_argument_parser(description: str | None = None) -> argparse.Argument
     )
     parser.add_argument("--config-file", default="", metavar="FILE", help="YAML config")
     parser.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, scheduler, iteration)",
     )
     parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="train into an OUTPUT_DIR holding a previous run: delete its checkpoints, "
         "last_checkpoint, metrics.json and summary.json first (without it, such a folder "
         "is refused unless --resume)",
     )
     add_debug_argument(parser)
     parser.add_argument(
-        "--num-gpus", type=int, default=1,
+        "--num-gpus",
+        type=int,
+        default=1,
         help="processes per machine: one per GPU, or CPU processes (gloo) without GPUs",
     )
     parser.add_argument("--num-machines", type=int, default=1)
@@ -204,7 +208,10 @@ class DefaultTrainer:
             device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
             self.model = DistributedDataParallel(model, device_ids=device_ids)
         self.checkpointer = DetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler,
+            model,
+            cfg.OUTPUT_DIR,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
             rng=RNGState(),
         )
         self.start_iter = 0
@@ -284,9 +291,7 @@ class DefaultTrainer:
         if comm.is_main_process():
             result.append(hooks.PeriodicWriter(self.build_writers(), period=20))
             metrics = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
-            result.append(
-                hooks.TrainingCurves(metrics, os.path.join(cfg.OUTPUT_DIR, "curves.png"))
-            )
+            result.append(hooks.TrainingCurves(metrics, os.path.join(cfg.OUTPUT_DIR, "curves.png")))
         return result
 
     def build_writers(self) -> list[EventWriter]:
@@ -329,7 +334,10 @@ class DefaultTrainer:
         """Train from ``start_iter`` to ``SOLVER.MAX_ITER``; returns the last evaluation."""
         cfg = self.cfg
         self.loop = SimpleTrainer(
-            self.model, self._train_loader(), self.optimizer, cfg.SOLVER.ITER_SIZE,
+            self.model,
+            self._train_loader(),
+            self.optimizer,
+            cfg.SOLVER.ITER_SIZE,
             cfg.SOLVER.CLIP_GRADIENTS,
         )
         self.loop.register_hooks([*self.build_hooks(), *self._registered_hooks])

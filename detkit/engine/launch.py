@@ -46,8 +46,12 @@ def launch(
             (single machine only).
     """
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        _init_group("env://", int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]),
-                    int(os.environ.get("LOCAL_RANK", 0)))
+        _init_group(
+            "env://",
+            int(os.environ["WORLD_SIZE"]),
+            int(os.environ["RANK"]),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
         return main_func(*args)
     world_size = num_processes_per_machine * num_machines
     if world_size <= 1:

@@ -46,18 +46,26 @@ def dataset_dicts_to_coco(
     images, annotations = [], []
     for record in dataset_dicts:
         coco_id = image_id_map[record["image_id"]]
-        images.append({"id": coco_id, "width": int(record["width"]),
-                       "height": int(record["height"]), "file_name": record.get("file_name", "")})
+        images.append(
+            {
+                "id": coco_id,
+                "width": int(record["width"]),
+                "height": int(record["height"]),
+                "file_name": record.get("file_name", ""),
+            }
+        )
         for ann in record.get("annotations", []):
             x1, y1, x2, y2 = (float(v) for v in ann["bbox"])
-            annotations.append({
-                "id": len(annotations) + 1,  # pycocotools needs ids > 0 to tell gts apart
-                "image_id": coco_id,
-                "category_id": int(category_ids[ann["category_id"]]),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": int(ann.get("iscrowd", 0)),
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,  # pycocotools needs ids > 0 to tell gts apart
+                    "image_id": coco_id,
+                    "category_id": int(category_ids[ann["category_id"]]),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": int(ann.get("iscrowd", 0)),
+                }
+            )
     categories = [{"id": int(c), "name": n} for c, n in zip(category_ids, thing_classes)]
     return {"images": images, "annotations": annotations, "categories": categories}, image_id_map
 
@@ -138,8 +146,9 @@ class COCOEvaluator(DatasetEvaluator):
         metadata = MetadataCatalog.get(dataset_name)
         json_file = getattr(metadata, "json_file", None)
         dataset_dicts = None
-        needs_loading = not all(hasattr(metadata, key) for key in (
-            "thing_classes", "thing_dataset_id_to_contiguous_id"))
+        needs_loading = not all(
+            hasattr(metadata, key) for key in ("thing_classes", "thing_dataset_id_to_contiguous_id")
+        )
         if not json_file or needs_loading:
             # The COCO loader sets the class names and id map when it reads the json.
             dataset_dicts = DatasetCatalog.get(dataset_name)
@@ -160,7 +169,8 @@ class COCOEvaluator(DatasetEvaluator):
         """Evaluator for a registered dataset (its metadata's ``json_file`` when it has one)."""
         return cls(
             **cls._catalog_arguments(dataset_name),
-            legacy_plus_one=legacy_plus_one, output_dir=output_dir,
+            legacy_plus_one=legacy_plus_one,
+            output_dir=output_dir,
         )
 
     @classmethod
@@ -200,8 +210,12 @@ class COCOEvaluator(DatasetEvaluator):
                     f"must match dataset '{self.dataset_name}'."
                 )
             self._predictions[image_id] = [
-                {"image_id": image_id, "category_id": self._contiguous_to_category[int(c)],
-                 "bbox": [float(v) for v in box], "score": float(s)}
+                {
+                    "image_id": image_id,
+                    "category_id": self._contiguous_to_category[int(c)],
+                    "bbox": [float(v) for v in box],
+                    "score": float(s),
+                }
                 for box, s, c in zip(xywh, instances.scores.tolist(), classes)
             ]
 
@@ -213,7 +227,9 @@ class COCOEvaluator(DatasetEvaluator):
         if num_missing > 0:
             logger.warning(
                 "%d of %d images of %s have no prediction (not run); they count as images "
-                "without detections.", num_missing, len(self._coco_gt.getImgIds()),
+                "without detections.",
+                num_missing,
+                len(self._coco_gt.getImgIds()),
                 self.dataset_name,
             )
         results = [d for image_id in sorted(predictions) for d in predictions[image_id]]
@@ -243,9 +259,11 @@ class COCOEvaluator(DatasetEvaluator):
                 # ground truth exists.
                 logger.warning("No detections on %s: every AP is 0.", self.dataset_name)
                 coco_dt = COCO()
-                coco_dt.dataset = {"images": list(self._coco_gt.dataset["images"]),
-                                   "categories": copy.deepcopy(self._coco_gt.dataset["categories"]),
-                                   "annotations": []}
+                coco_dt.dataset = {
+                    "images": list(self._coco_gt.dataset["images"]),
+                    "categories": copy.deepcopy(self._coco_gt.dataset["categories"]),
+                    "annotations": [],
+                }
                 coco_dt.createIndex()
             coco_eval = COCOeval(self._coco_gt, coco_dt, "bbox")
             coco_eval.params.maxDets = [1, 10, self.max_dets_per_image]
@@ -267,8 +285,11 @@ class COCOEvaluator(DatasetEvaluator):
             name = self._category_name(category_id)
             metrics[f"AP-{name}"] = ap
             rows.append([name, ap])
-        logger.info("Per-category AP on %s (fractions in [0, 1]):\n%s", self.dataset_name,
-                    format_table(["category", "AP"], rows))
+        logger.info(
+            "Per-category AP on %s (fractions in [0, 1]):\n%s",
+            self.dataset_name,
+            format_table(["category", "AP"], rows),
+        )
         return metrics
 
     def _category_name(self, category_id: int) -> str:

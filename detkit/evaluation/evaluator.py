@@ -168,7 +168,8 @@ def inference_on_dataset(
         total = None
     logger.info(
         "Start inference on %s batches (%d process(es)).",
-        total if total is not None else "an unknown number of", comm.get_world_size(),
+        total if total is not None else "an unknown number of",
+        comm.get_world_size(),
     )
     evaluator.reset()
 
@@ -195,7 +196,9 @@ def inference_on_dataset(
     logger.info(
         "Inference done on %d images: %.4f s/img model time, %.4f s/img in total "
         "(data loading and evaluation included; first %d image(s) excluded as warm-up).",
-        timing["num_images"], timing["s_per_img"], timing["total_s_per_img"],
+        timing["num_images"],
+        timing["s_per_img"],
+        timing["total_s_per_img"],
         timing["num_warmup_images"],
     )
     results = dict(evaluator.evaluate() or {})

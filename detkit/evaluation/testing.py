@@ -55,8 +55,10 @@ def print_results(dataset_name: str, results: Mapping[str, Mapping[str, float]])
             (fractions); the ``"timing"`` entry is shown on its own line, the
             ``"evaluators"`` entry names the evaluator in the title.
     """
-    lines = [f"Evaluation results on {dataset_name}{_evaluator_names(results)} (AP and recall "
-             "as fractions in [0, 1]):"]
+    lines = [
+        f"Evaluation results on {dataset_name}{_evaluator_names(results)} (AP and recall "
+        "as fractions in [0, 1]):"
+    ]
     for task, metrics in results.items():
         if task in RESERVED_RESULT_KEYS or not isinstance(metrics, Mapping):
             continue

@@ -205,7 +205,10 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         if num_missing:
             logger.warning(
                 "%d of %d images of %s have no prediction (not run); they count as images "
-                "without detections.", num_missing, len(self._image_index), self.dataset_name,
+                "without detections.",
+                num_missing,
+                len(self._image_index),
+                self.dataset_name,
             )
         det_image_ids, det_boxes, det_scores, det_classes = [], [], [], []
         for image_id, (boxes, scores, classes) in predictions.items():
@@ -218,10 +221,14 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
             det_boxes=np.concatenate(det_boxes) if det_boxes else [],
             det_scores=np.concatenate(det_scores) if det_scores else [],
             det_classes=np.concatenate(det_classes) if det_classes else [],
-            gt_image_ids=self._gt_image_ids, gt_boxes=self._gt_boxes,
-            gt_classes=self._gt_classes, gt_difficult=self._gt_difficult,
-            num_classes=len(self.thing_classes), iou_thresholds=self.iou_thresholds,
-            use_07_metric=self.use_07_metric, legacy_plus_one=self.legacy_plus_one,
+            gt_image_ids=self._gt_image_ids,
+            gt_boxes=self._gt_boxes,
+            gt_classes=self._gt_classes,
+            gt_difficult=self._gt_difficult,
+            num_classes=len(self.thing_classes),
+            iou_thresholds=self.iou_thresholds,
+            use_07_metric=self.use_07_metric,
+            legacy_plus_one=self.legacy_plus_one,
         )
         result = voc_eval(**arguments)
         metrics = self._metrics(result)
@@ -259,18 +266,32 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         if no_positives:
             logger.warning(
                 "Classes without non-difficult ground truth in %s (AP NaN, left out of the "
-                "mean): %s", self.dataset_name, ", ".join(no_positives),
+                "mean): %s",
+                self.dataset_name,
+                ", ".join(no_positives),
             )
         i50 = self._threshold_index(0.5)
         # A class is NaN at every threshold or at none (it depends on positives only).
         per_class_ap = result.ap.mean(axis=0)
         rows = [
-            [name, int(result.num_positives[k]), int(result.num_detections[k]),
-             float(result.ap[i50, k]), float(per_class_ap[k])]
+            [
+                name,
+                int(result.num_positives[k]),
+                int(result.num_detections[k]),
+                float(result.ap[i50, k]),
+                float(per_class_ap[k]),
+            ]
             for k, name in enumerate(self.thing_classes)
         ]
-        rows.append(["mean", int(result.num_positives.sum()), int(result.num_detections.sum()),
-                     metrics["AP50"], metrics["AP"]])
+        rows.append(
+            [
+                "mean",
+                int(result.num_positives.sum()),
+                int(result.num_detections.sum()),
+                metrics["AP50"],
+                metrics["AP"],
+            ]
+        )
         table = format_table(["class", "gt", "detections", "AP50", "AP"], rows)
         logger.info("Per-class AP on %s (fractions in [0, 1]):\n%s", self.dataset_name, table)
 
@@ -279,18 +300,25 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         images = []
         for image_id, index in self._image_index.items():
             boxes, scores, classes = predictions.get(image_id, (np.zeros((0, 4)), [], []))
-            images.append({
-                "image_id": image_id,
-                "file_name": self._file_names[index],
-                "detections": [
-                    {"category_id": int(c), "category": self.thing_classes[int(c)],
-                     "bbox": [round(float(v), 2) for v in box], "score": round(float(s), 5)}
-                    for box, s, c in zip(boxes, scores, classes)
-                ],
-            })
+            images.append(
+                {
+                    "image_id": image_id,
+                    "file_name": self._file_names[index],
+                    "detections": [
+                        {
+                            "category_id": int(c),
+                            "category": self.thing_classes[int(c)],
+                            "bbox": [round(float(v), 2) for v in box],
+                            "score": round(float(s), 5),
+                        }
+                        for box, s, c in zip(boxes, scores, classes)
+                    ],
+                }
+            )
         box_mode = (
             "XYXY absolute pixels, pixel-index (x2 inclusive, width x2 - x1 + 1)"
-            if self.legacy_plus_one else "XYXY absolute pixels, continuous (width x2 - x1)"
+            if self.legacy_plus_one
+            else "XYXY absolute pixels, continuous (width x2 - x1)"
         )
         detections = {"dataset": self.dataset_name, "box_mode": box_mode, "images": images}
         with open(os.path.join(self.output_dir, "voc_detections.json"), "w") as f:

@@ -47,9 +47,7 @@ COCO_IOU_THRESHOLDS = tuple(float(t) for t in np.round(0.5 + 0.05 * np.arange(10
 
 def describe_iou_thresholds(thresholds: tuple[float, ...]) -> str:
     """``"0.50:0.05:0.95"`` for COCO's ten thresholds, else the values: for rule texts."""
-    if len(thresholds) == len(COCO_IOU_THRESHOLDS) and np.allclose(
-        thresholds, COCO_IOU_THRESHOLDS
-    ):
+    if len(thresholds) == len(COCO_IOU_THRESHOLDS) and np.allclose(thresholds, COCO_IOU_THRESHOLDS):
         return "0.50:0.05:0.95"
     return ", ".join(f"{t:g}" for t in thresholds)
 
@@ -236,9 +234,12 @@ def voc_eval(
     gt_difficult = _as_array("gt_difficult", gt_difficult, bool, ())
     num_dets, num_gts = det_image_ids.shape[0], gt_image_ids.shape[0]
     for name, array, n in [
-        ("det_boxes", det_boxes, num_dets), ("det_scores", det_scores, num_dets),
-        ("det_classes", det_classes, num_dets), ("gt_boxes", gt_boxes, num_gts),
-        ("gt_classes", gt_classes, num_gts), ("gt_difficult", gt_difficult, num_gts),
+        ("det_boxes", det_boxes, num_dets),
+        ("det_scores", det_scores, num_dets),
+        ("det_classes", det_classes, num_dets),
+        ("gt_boxes", gt_boxes, num_gts),
+        ("gt_classes", gt_classes, num_gts),
+        ("gt_difficult", gt_difficult, num_gts),
     ]:
         if array.shape[0] != n:
             raise ValueError(
@@ -253,7 +254,12 @@ def voc_eval(
             )
 
     max_iou, best_gt = _best_ground_truth(
-        det_image_ids, det_boxes, det_classes, gt_image_ids, gt_boxes, gt_classes,
+        det_image_ids,
+        det_boxes,
+        det_classes,
+        gt_image_ids,
+        gt_boxes,
+        gt_classes,
         legacy_plus_one,
     )
     # Rank all detections by score once; each class's detections keep this relative order.
@@ -288,6 +294,9 @@ def voc_eval(
             ap[t, k] = voc_ap(recall, precision, use_07_metric)
             recall_final[t, k] = recall[-1] if recall.size else 0.0
     return VOCEvalResult(
-        ap=ap, recall=recall_final, num_positives=num_positives,
-        num_detections=num_detections, iou_thresholds=thresholds,
+        ap=ap,
+        recall=recall_final,
+        num_positives=num_positives,
+        num_detections=num_detections,
+        iou_thresholds=thresholds,
     )

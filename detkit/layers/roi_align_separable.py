@@ -78,8 +78,10 @@ def roi_align_separable(
         ``Tensor[R, C, P, P]``, boxes of image 0 first.
     """
     if sampling_ratio <= 0:
-        raise ValueError("roi_align_separable needs sampling_ratio > 0 (use torchvision's "
-                         "roi_align for adaptive sampling).")
+        raise ValueError(
+            "roi_align_separable needs sampling_ratio > 0 (use torchvision's "
+            "roi_align for adaptive sampling)."
+        )
     _, channels, height, width = feature.shape
     offset = 0.5 if aligned else 0.0
     outputs = []

@@ -25,7 +25,10 @@ from detkit.modeling.sampler import Sampler
 from detkit.structures import Boxes, Instances, pairwise_iou
 
 __all__ = [
-    "check_sampler_needs", "match_candidates", "matched_targets", "sample_candidates",
+    "check_sampler_needs",
+    "match_candidates",
+    "matched_targets",
+    "sample_candidates",
     "sampled_labels",
 ]
 
@@ -56,7 +59,10 @@ def match_candidates(
     if valid is not None:
         iou[:, ~valid] = -1.0
     inputs = MatchInputs(
-        iou=iou, gt_boxes=gt_boxes, candidates=candidates, num_per_level=num_per_level,
+        iou=iou,
+        gt_boxes=gt_boxes,
+        candidates=candidates,
+        num_per_level=num_per_level,
         valid=valid,
     )
     matches, labels = matcher(inputs)

@@ -71,8 +71,10 @@ class ImagePreprocessor(nn.Module):
         return self.pixel_mean.device
 
     def extra_repr(self) -> str:
-        return (f"channels={self.pixel_mean.shape[0]}, size_divisibility="
-                f"{self.size_divisibility}, memory_format={self.memory_format}")
+        return (
+            f"channels={self.pixel_mean.shape[0]}, size_divisibility="
+            f"{self.size_divisibility}, memory_format={self.memory_format}"
+        )
 
     def forward(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
         """``[{"image": Tensor[C, H, W], "height"?, "width"?, ...}]`` -> an ``ImageList`` whose
@@ -121,8 +123,9 @@ class ImagePreprocessor(nn.Module):
         device, or None when no input has any; all or none must have them."""
         if not any("proposals" in x for x in batched_inputs):
             return None
-        missing = [x.get("image_id", i) for i, x in enumerate(batched_inputs)
-                   if "proposals" not in x]
+        missing = [
+            x.get("image_id", i) for i, x in enumerate(batched_inputs) if "proposals" not in x
+        ]
         if missing:
             raise ValueError(
                 f"Inputs with image_id {missing} have no 'proposals' while others of the batch "

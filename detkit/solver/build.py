@@ -136,7 +136,9 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     )
     if solver.OPTIMIZER == "AdamW":
         return torch.optim.AdamW(
-            groups, lr=solver.BASE_LR, betas=(solver.MOMENTUM, 0.999),
+            groups,
+            lr=solver.BASE_LR,
+            betas=(solver.MOMENTUM, 0.999),
             weight_decay=solver.WEIGHT_DECAY,
         )
     if solver.OPTIMIZER != "SGD":

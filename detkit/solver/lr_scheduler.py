@@ -185,8 +185,12 @@ class WarmupCosineLR(WarmupMultiStepLR):
             raise ValueError(f"SOLVER.MAX_ITER must be > 0 for a cosine schedule, got {max_iter}.")
         self.max_iter = int(max_iter)
         super().__init__(
-            optimizer, steps=[], warmup_factor=warmup_factor, warmup_iters=warmup_iters,
-            warmup_method=warmup_method, last_epoch=last_epoch,
+            optimizer,
+            steps=[],
+            warmup_factor=warmup_factor,
+            warmup_iters=warmup_iters,
+            warmup_method=warmup_method,
+            last_epoch=last_epoch,
         )
 
     def lr_factor(self, iteration: int) -> float:

@@ -8,7 +8,12 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "all_gather", "gather_dict", "get_rank", "get_world_size", "is_main_process", "synchronize",
+    "all_gather",
+    "gather_dict",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "synchronize",
 ]
 
 

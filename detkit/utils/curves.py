@@ -64,8 +64,13 @@ def plot_training_curves(metrics_json: str, output_png: str) -> str:
     if points:
         ax_map.plot(*zip(*points), marker="o")
         last_x, last_y = points[-1]
-        ax_map.annotate(f"{last_y:.3f}", (last_x, last_y), textcoords="offset points",
-                        xytext=(0, 6), ha="center")
+        ax_map.annotate(
+            f"{last_y:.3f}",
+            (last_x, last_y),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+        )
     ax_map.set_xlabel(xlabel)
     ax_map.set_ylabel("mAP@0.5")
     ax_map.set_ylim(0, 1)

@@ -38,6 +38,9 @@ def two_shapes_example(height: int = 128, width: int = 160, seed: int = 0) -> di
     )
     instances = Instances((height, width), gt_boxes=Boxes(boxes), gt_classes=torch.tensor([0, 2]))
     return {
-        "image": image, "instances": instances, "height": height, "width": width,
+        "image": image,
+        "instances": instances,
+        "height": height,
+        "width": width,
         "image_id": "two_shapes",
     }

@@ -54,8 +54,10 @@ def _rectangles_intersect(candidates: np.ndarray, placed: np.ndarray) -> np.ndar
         return np.zeros(len(candidates), dtype=bool)
     c, p = candidates[:, None, :], placed[None, :, :]
     overlap = (
-        (c[..., 0] < p[..., 2]) & (p[..., 0] < c[..., 2])
-        & (c[..., 1] < p[..., 3]) & (p[..., 1] < c[..., 3])
+        (c[..., 0] < p[..., 2])
+        & (p[..., 0] < c[..., 2])
+        & (c[..., 1] < p[..., 3])
+        & (p[..., 1] < c[..., 3])
     )
     return overlap.any(axis=1)
 
@@ -90,13 +92,20 @@ def place_labels(
         bx1, by1, bx2, by2 = (int(round(v)) for v in (bx1, by1, bx2, by2))
         # Outside the box first (the object stays visible), then inside its corners.
         preferred = [
-            (bx1, by1 - h), (bx1, by2), (bx2 - w, by1 - h), (bx2 - w, by2),
-            (bx1, by1), (bx1, by2 - h), (bx2 - w, by1), (bx2 - w, by2 - h),
+            (bx1, by1 - h),
+            (bx1, by2),
+            (bx2 - w, by1 - h),
+            (bx2 - w, by2),
+            (bx1, by1),
+            (bx1, by2 - h),
+            (bx2 - w, by1),
+            (bx2 - w, by2 - h),
         ]
         taken = np.array(placed, dtype=np.int64).reshape(-1, 4)
         xs = np.concatenate([[bx1, bx2 - w, 0, width - w], taken[:, 2], taken[:, 0] - w])
-        ys = np.concatenate([[by1 - h, by1, by2, by2 - h, 0, height - h], taken[:, 3],
-                             taken[:, 1] - h])
+        ys = np.concatenate(
+            [[by1 - h, by1, by2, by2 - h, 0, height - h], taken[:, 3], taken[:, 1] - h]
+        )
         grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1).reshape(-1, 2)
         # Nearest to the preferred spot first; the preferred list keeps its own order.
         distance = np.abs(grid[:, 0] - bx1) + np.abs(grid[:, 1] - (by1 - h))
@@ -148,8 +157,11 @@ def draw_boxes(
     sizes, baselines = [], []
     for text in labels:
         (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, text_thickness)
-        sizes.append((tw + 2 * _LABEL_PADDING, th + base + 2 * _LABEL_PADDING) if text else
-                     (canvas.shape[1] + 1, 0))  # an empty label is never placed
+        sizes.append(
+            (tw + 2 * _LABEL_PADDING, th + base + 2 * _LABEL_PADDING)
+            if text
+            else (canvas.shape[1] + 1, 0)
+        )  # an empty label is never placed
         baselines.append(base)
     rects = place_labels(boxes, sizes, canvas.shape[:2])
     for rect, text, base, color in zip(rects, labels, baselines, colors):
@@ -157,8 +169,16 @@ def draw_boxes(
             continue
         x1, y1, x2, y2 = rect
         cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), color, -1)
-        cv2.putText(canvas, text, (x1 + _LABEL_PADDING, y2 - _LABEL_PADDING - base), _FONT,
-                    font_scale, (0, 0, 0), text_thickness, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            text,
+            (x1 + _LABEL_PADDING, y2 - _LABEL_PADDING - base),
+            _FONT,
+            font_scale,
+            (0, 0, 0),
+            text_thickness,
+            cv2.LINE_AA,
+        )
     return rects
 
 
@@ -245,8 +265,9 @@ def side_by_side(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
     for i, (title, image) in enumerate(panels):
         column = np.full((height, image.shape[1], 3), 255, dtype=np.uint8)
         column[TITLE_STRIP_HEIGHT : TITLE_STRIP_HEIGHT + image.shape[0]] = image
-        cv2.putText(column, title, (4, TITLE_STRIP_HEIGHT - 7), _FONT, 0.55, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            column, title, (4, TITLE_STRIP_HEIGHT - 7), _FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA
+        )
         if i:
             columns.append(np.full((height, _PANEL_GAP, 3), 255, dtype=np.uint8))
         columns.append(column)
@@ -263,9 +284,15 @@ def draw_predictions_and_ground_truth(
     """The ground truth (left) beside the detections (right), each in its own copy of the
     image, both in class colours (:func:`side_by_side`; arguments as in
     :func:`draw_annotations` and :func:`draw_instances`)."""
-    return side_by_side([
-        (f"ground truth ({len(annotations)})", draw_annotations(
-            image_bgr, annotations, class_names, scale)),
-        (f"predictions ({len(instances)})", draw_instances(
-            image_bgr, instances, class_names, scale=scale)),
-    ])
+    return side_by_side(
+        [
+            (
+                f"ground truth ({len(annotations)})",
+                draw_annotations(image_bgr, annotations, class_names, scale),
+            ),
+            (
+                f"predictions ({len(instances)})",
+                draw_instances(image_bgr, instances, class_names, scale=scale),
+            ),
+        ]
+    )

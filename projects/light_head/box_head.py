@@ -61,8 +61,14 @@ class LightConvHead(nn.Module):
         nn.init.zeros_(self.reduce.bias)
         # The fully connected part is detkit's own head on the thinner RoIs.
         self.fc_head = ConvFCHead(
-            in_channels=reduced_dim, pooled_height=pooled_height, pooled_width=pooled_width,
-            num_conv=0, num_fc=num_fc, fc_dim=fc_dim, dropout=dropout, norm=norm,
+            in_channels=reduced_dim,
+            pooled_height=pooled_height,
+            pooled_width=pooled_width,
+            num_conv=0,
+            num_fc=num_fc,
+            fc_dim=fc_dim,
+            dropout=dropout,
+            norm=norm,
         )
 
     @classmethod

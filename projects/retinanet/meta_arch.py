@@ -214,8 +214,11 @@ class RetinaNet(nn.Module):
             all_anchors = torch.cat(anchors)
             gt_classes, gt_boxes = self.label_anchors(all_anchors, gt, [len(a) for a in anchors])
             return self.losses(
-                all_anchors, torch.cat(logits, dim=1), torch.cat(deltas, dim=1),
-                gt_classes, gt_boxes,
+                all_anchors,
+                torch.cat(logits, dim=1),
+                torch.cat(deltas, dim=1),
+                gt_classes,
+                gt_boxes,
             )
         detections = self.inference(images, anchors, logits, deltas)
         return [
@@ -283,8 +286,11 @@ class RetinaNet(nn.Module):
         targets = nn.functional.one_hot(gt_classes[valid], self.num_classes + 1)
         targets = targets[:, : self.num_classes].to(pred_logits.dtype)
         loss_cls = sigmoid_focal_loss(
-            pred_logits[valid], targets, alpha=self.focal_loss_alpha,
-            gamma=self.focal_loss_gamma, reduction="sum",
+            pred_logits[valid],
+            targets,
+            alpha=self.focal_loss_alpha,
+            gamma=self.focal_loss_gamma,
+            reduction="sum",
         )
         num_images = gt_classes.shape[0]
         box_targets = self.box_coder.encode(
@@ -346,7 +352,9 @@ class RetinaNet(nn.Module):
             keep = keep[: self.detections_per_image]
             results.append(
                 Instances(
-                    image_size, pred_boxes=kept[keep], scores=scores_[keep],
+                    image_size,
+                    pred_boxes=kept[keep],
+                    scores=scores_[keep],
                     pred_classes=classes_[keep],
                 )
             )

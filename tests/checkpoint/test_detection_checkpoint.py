@@ -248,8 +248,11 @@ def test_non_finite_weights_are_never_saved(tmp_path):
         model[0].weight[0, 0] = float("nan")
         model[1].running_var[2] = float("inf")
     checkpointer = DetectionCheckpointer(model, str(tmp_path))
-    with pytest.raises(FloatingPointError, match=r"2 model tensors.*0\.weight.*1\.running_var"
-                       r".*last_checkpoint still names model_0000000\.pth"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"2 model tensors.*0\.weight.*1\.running_var"
+        r".*last_checkpoint still names model_0000000\.pth",
+    ):
         checkpointer.save("model_0000001", iteration=1)
     assert _files(tmp_path) == ["last_checkpoint", "model_0000000.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"

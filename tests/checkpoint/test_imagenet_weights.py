@@ -6,7 +6,6 @@ torchvision tensor it must come from (key correspondence written out here, indep
 of the mapping code); the skip message naming keys and both shapes. No network is used.
 """
 
-
 import pytest
 import torch
 import torchvision

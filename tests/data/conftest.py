@@ -42,8 +42,10 @@ def _write_voc(root: str, split: str, images: dict[str, tuple[int, int, list[tup
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     for image_id, (height, width, objects) in images.items():
-        cv2.imwrite(os.path.join(root, "JPEGImages", f"{image_id}.jpg"),
-                    np.full((height, width, 3), 128, np.uint8))
+        cv2.imwrite(
+            os.path.join(root, "JPEGImages", f"{image_id}.jpg"),
+            np.full((height, width, 3), 128, np.uint8),
+        )
         objs = "".join(
             f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
             f"<xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
@@ -51,8 +53,10 @@ def _write_voc(root: str, split: str, images: dict[str, tuple[int, int, list[tup
             for name, x1, y1, x2, y2, difficult in objects
         )
         with open(os.path.join(root, "Annotations", f"{image_id}.xml"), "w") as f:
-            f.write(f"<annotation><size><width>{width}</width><height>{height}</height>"
-                    f"<depth>3</depth></size>{objs}</annotation>")
+            f.write(
+                f"<annotation><size><width>{width}</width><height>{height}</height>"
+                f"<depth>3</depth></size>{objs}</annotation>"
+            )
     with open(os.path.join(root, "ImageSets", "Main", f"{split}.txt"), "w") as f:
         f.write("".join(f"{i}\n" for i in images))
     return root

@@ -41,10 +41,17 @@ def image_40x80(tmp_path) -> str:
 
 
 def _record(path, boxes, **extra):
-    annotations = [{"bbox": b, "category_id": k % 3, "difficult": False}
-                   for k, b in enumerate(boxes)]
-    return {"file_name": path, "image_id": "grid", "height": 40, "width": 80,
-            "annotations": annotations, **extra}
+    annotations = [
+        {"bbox": b, "category_id": k % 3, "difficult": False} for k, b in enumerate(boxes)
+    ]
+    return {
+        "file_name": path,
+        "image_id": "grid",
+        "height": 40,
+        "width": 80,
+        "annotations": annotations,
+        **extra,
+    }
 
 
 def test_crop_transform_shifts_boxes_and_takes_the_window():
@@ -62,13 +69,17 @@ def test_crop_transform_shifts_boxes_and_takes_the_window():
 
 def test_mapper_crop_resize_flip_boxes_by_hand(image_40x80):
     # Crop x 16..80, y 8..40 (64 x 32) -> shorter side 64: factor 2 -> 128 x 64 -> mirror.
-    mapper = DatasetMapper(augmentations=[
-        FixedCrop(16, 8, 64, 32), ResizeShortestEdge([64], 1000), RandomFlip(prob=1.0),
-    ])
+    mapper = DatasetMapper(
+        augmentations=[
+            FixedCrop(16, 8, 64, 32),
+            ResizeShortestEdge([64], 1000),
+            RandomFlip(prob=1.0),
+        ]
+    )
     boxes = [
-        [20.0, 10.0, 30.0, 20.0],   # inside: crop -> [4, 2, 14, 12] -> x2 [8, 4, 28, 24]
-        [0.0, 0.0, 24.0, 12.0],     # cut: [-16, -8, 8, 4] -> [-32, -16, 16, 8]
-        [0.0, 20.0, 10.0, 30.0],    # left of the window: nothing left
+        [20.0, 10.0, 30.0, 20.0],  # inside: crop -> [4, 2, 14, 12] -> x2 [8, 4, 28, 24]
+        [0.0, 0.0, 24.0, 12.0],  # cut: [-16, -8, 8, 4] -> [-32, -16, 16, 8]
+        [0.0, 20.0, 10.0, 30.0],  # left of the window: nothing left
     ]
     out = mapper(_record(image_40x80, boxes))
     assert tuple(out["image"].shape) == (3, 64, 128)
@@ -83,11 +94,19 @@ def test_mapper_crop_resize_flip_boxes_by_hand(image_40x80):
 
 
 def test_mapper_moves_precomputed_proposals_through_the_crop(image_40x80):
-    mapper = DatasetMapper(is_train=False, augmentations=[
-        FixedCrop(16, 8, 64, 32), ResizeShortestEdge([32], 1000),
-    ])
-    record = _record(image_40x80, [], proposal_boxes=[[20, 10, 30, 20], [0, 0, 10, 5]],
-                     proposal_objectness_logits=[1.0, 2.0])
+    mapper = DatasetMapper(
+        is_train=False,
+        augmentations=[
+            FixedCrop(16, 8, 64, 32),
+            ResizeShortestEdge([32], 1000),
+        ],
+    )
+    record = _record(
+        image_40x80,
+        [],
+        proposal_boxes=[[20, 10, 30, 20], [0, 0, 10, 5]],
+        proposal_objectness_logits=[1.0, 2.0],
+    )
     proposals = mapper(record)["proposals"]
     # The second box lies outside the window and is dropped; the first shifts by (16, 8).
     assert proposals.proposal_boxes.tensor.tolist() == [[4.0, 2.0, 14.0, 12.0]]
@@ -97,7 +116,7 @@ def test_mapper_moves_precomputed_proposals_through_the_crop(image_40x80):
     ("crop_type", "size", "expected"),
     [
         ("relative", [0.5, 0.25], (20, 20)),
-        ("absolute", [30, 100], (30, 80)),   # wider than the image: capped at 80
+        ("absolute", [30, 100], (30, 80)),  # wider than the image: capped at 80
     ],
 )
 def test_crop_sizes_fixed_types(crop_type, size, expected):
@@ -107,8 +126,10 @@ def test_crop_sizes_fixed_types(crop_type, size, expected):
 
 def test_crop_ranges_and_windows_stay_in_bounds():
     image = np.zeros((40, 80, 3), np.uint8)
-    relative, absolute = RandomCrop("relative_range", [0.5, 0.25]), RandomCrop(
-        "absolute_range", [10, 30])
+    relative, absolute = (
+        RandomCrop("relative_range", [0.5, 0.25]),
+        RandomCrop("absolute_range", [10, 30]),
+    )
     heights, widths, x_ends = set(), set(), set()
     for seed in range(200):
         rng = np.random.default_rng(seed)
@@ -189,7 +210,9 @@ def test_crop_keys_select_the_crop_in_training_only(image_40x80):
     assert tuple(out["image"].shape) == (3, 40, 160)
     assert out["instances"].gt_boxes.tensor.tolist() == [[0.0, 0.0, 160.0, 40.0]]
     assert [type(a).__name__ for a in build_augmentations(cfg, True)] == [
-        "RandomCrop", "ResizeShortestEdge"]
+        "RandomCrop",
+        "ResizeShortestEdge",
+    ]
     assert [type(a).__name__ for a in build_augmentations(cfg, False)] == ["ResizeShortestEdge"]
 
 
@@ -205,8 +228,7 @@ def test_colour_jitter_keys(tmp_path):
         cv2.imwrite(paths[name], image)
     cfg = _cfg(COLOR_JITTER__SATURATION=0.5)
     mapper = DatasetMapper(cfg, True)
-    assert [type(a).__name__ for a in mapper.augmentations] == ["ResizeShortestEdge",
-                                                                "ColorJitter"]
+    assert [type(a).__name__ for a in mapper.augmentations] == ["ResizeShortestEdge", "ColorJitter"]
     pixel, grey_level = np.array([70.0, 130.0, 190.0]), 141.08
     factors = []
     for seed in range(4):
@@ -226,14 +248,17 @@ def test_colour_jitter_keys(tmp_path):
     again = mapper(_record(paths["colour"], [], aug_seed=3))["image"][:, 5, 5].numpy()
     np.testing.assert_array_equal(again, out)
     assert [type(a).__name__ for a in DatasetMapper(cfg, False).augmentations] == [
-        "ResizeShortestEdge"]
+        "ResizeShortestEdge"
+    ]
 
 
 def test_default_augmentations_follow_the_flip_keys(image_40x80):
     cfg = _cfg()
     cfg.INPUT.RANDOM_FLIP = "horizontal"
     assert [type(a).__name__ for a in build_augmentations(cfg, True)] == [
-        "ResizeShortestEdge", "RandomFlip"]
+        "ResizeShortestEdge",
+        "RandomFlip",
+    ]
     cfg.INPUT.FLIP_BY_DUPLICATION = True
     assert [type(a).__name__ for a in build_augmentations(cfg, True)] == ["ResizeShortestEdge"]
     # A duplicated (flip-marked) dict is mirrored once even when RandomFlip is in the list.

@@ -53,8 +53,15 @@ def test_metadata_attributes_set_and_conflict(dataset_name):
 
 
 def test_builtin_names_registered_with_metadata():
-    for name in ("voc_2007_trainval", "voc_2007_test", "voc_2012_trainval", "coco_2017_train",
-                 "coco_2017_val", "shapes_train", "shapes_test"):
+    for name in (
+        "voc_2007_trainval",
+        "voc_2007_test",
+        "voc_2012_trainval",
+        "coco_2017_train",
+        "coco_2017_val",
+        "shapes_train",
+        "shapes_test",
+    ):
         assert name in DatasetCatalog.list()
     voc07 = MetadataCatalog.get("voc_2007_test")
     assert (voc07.year, voc07.split, voc07.evaluator_type) == (2007, "test", "voc")

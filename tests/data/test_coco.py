@@ -19,17 +19,44 @@ def _write_json(path: str) -> str:
             {"id": 9, "file_name": "empty.jpg", "height": 10, "width": 10},
         ],
         # Ids with a gap and out of order: contiguous ids follow sorted dataset ids.
-        "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"},
-                       {"id": 3, "name": "car"}],
+        "categories": [
+            {"id": 18, "name": "dog"},
+            {"id": 1, "name": "person"},
+            {"id": 3, "name": "car"},
+        ],
         "annotations": [
-            {"id": 1, "image_id": 3, "category_id": 18, "bbox": [0, 0, 10, 5], "iscrowd": 0,
-             "area": 50},
-            {"id": 2, "image_id": 3, "category_id": 1, "bbox": [2.5, 1, 4, 6], "iscrowd": 1,
-             "area": 24},
-            {"id": 3, "image_id": 7, "category_id": 3, "bbox": [50, 30, 20, 20], "iscrowd": 0,
-             "area": 400},
-            {"id": 4, "image_id": 7, "category_id": 3, "bbox": [5, 5, 0, 4], "iscrowd": 0,
-             "area": 0},  # zero width: dropped
+            {
+                "id": 1,
+                "image_id": 3,
+                "category_id": 18,
+                "bbox": [0, 0, 10, 5],
+                "iscrowd": 0,
+                "area": 50,
+            },
+            {
+                "id": 2,
+                "image_id": 3,
+                "category_id": 1,
+                "bbox": [2.5, 1, 4, 6],
+                "iscrowd": 1,
+                "area": 24,
+            },
+            {
+                "id": 3,
+                "image_id": 7,
+                "category_id": 3,
+                "bbox": [50, 30, 20, 20],
+                "iscrowd": 0,
+                "area": 400,
+            },
+            {
+                "id": 4,
+                "image_id": 7,
+                "category_id": 3,
+                "bbox": [5, 5, 0, 4],
+                "iscrowd": 0,
+                "area": 0,
+            },  # zero width: dropped
         ],
     }
     with open(path, "w") as f:
@@ -52,8 +79,7 @@ def test_coco_json_to_dicts(tmp_path, dataset_name):
         {"bbox": [2.5, 1.0, 6.5, 7.0], "category_id": 0, "iscrowd": 1},
     ]
     # A box running past the image is clipped (60 x 40 image); the zero-width one is gone.
-    assert b["annotations"] == [{"bbox": [50.0, 30.0, 60.0, 40.0], "category_id": 1,
-                                 "iscrowd": 0}]
+    assert b["annotations"] == [{"bbox": [50.0, 30.0, 60.0, 40.0], "category_id": 1, "iscrowd": 0}]
     assert empty["annotations"] == []
     meta = MetadataCatalog.get(name)
     assert meta.thing_classes == ["person", "car", "dog"]

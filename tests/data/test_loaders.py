@@ -28,10 +28,14 @@ def _images(tmp_path, sizes: list[tuple[int, int]], prefix: str = "im") -> list[
     for i, (h, w) in enumerate(sizes):
         path = str(tmp_path / f"{prefix}{i}.png")
         cv2.imwrite(path, np.full((h, w, 3), 10 * i, np.uint8))
-        annotations = [] if i == 0 else [
-            {"bbox": [1.0, 1.0, 5.0, 5.0], "category_id": 0, "difficult": i == 1}]
-        dicts.append({"file_name": path, "height": h, "width": w, "image_id": i,
-                      "annotations": annotations})
+        annotations = (
+            []
+            if i == 0
+            else [{"bbox": [1.0, 1.0, 5.0, 5.0], "category_id": 0, "difficult": i == 1}]
+        )
+        dicts.append(
+            {"file_name": path, "height": h, "width": w, "image_id": i, "annotations": annotations}
+        )
     return dicts
 
 
@@ -77,8 +81,11 @@ def test_box_modes_other_than_xyxy_abs_are_refused(tmp_path, dataset_name, mode)
     dicts[2]["annotations"][0]["bbox_mode"] = mode
     DatasetCatalog.register(name, lambda: dicts)
     MetadataCatalog.get(name).set(thing_classes=["a"])
-    with pytest.raises(ValueError, match=rf"'{name}', image .*im2.png \(image_id 2\), "
-                                         r"annotation 0: bbox_mode is .*\[x, y, x \+ w"):
+    with pytest.raises(
+        ValueError,
+        match=rf"'{name}', image .*im2.png \(image_id 2\), "
+        r"annotation 0: bbox_mode is .*\[x, y, x \+ w",
+    ):
         get_detection_dataset_dicts([name])
     dicts[2]["annotations"][0]["bbox_mode"] = "XYXY_ABS"
     assert len(get_detection_dataset_dicts([name], filter_empty=False)) == 3
@@ -123,9 +130,7 @@ def test_train_loader_batches_groups_and_resume(tmp_path, dataset_name):
     # The empty image still trains (empty Instances) unless filtering is asked for.
     empty = [x for b in batches for x in b if x["image_id"] == 0]
     assert empty and len(empty[0]["instances"]) == 0
-    filtered = build_detection_train_loader(
-        _cfg([name], DATALOADER__FILTER_EMPTY_ANNOTATIONS=True)
-    )
+    filtered = build_detection_train_loader(_cfg([name], DATALOADER__FILTER_EMPTY_ANNOTATIONS=True))
     seen = {x["image_id"] for b in itertools.islice(filtered, 10) for x in b}
     assert seen <= set(range(2, 10)) and 0 not in seen and 1 not in seen
 
@@ -136,8 +141,7 @@ def test_test_loader_one_image_per_batch_in_order(tmp_path, dataset_name):
     DatasetCatalog.register(name, lambda: dicts)
     batches = list(build_detection_test_loader(_cfg([]), name))
     assert [[x["image_id"] for x in b] for b in batches] == [[0], [1], [2]]
-    assert [tuple(b[0]["image"].shape) for b in batches] == [(3, 16, 24), (3, 24, 16),
-                                                              (3, 16, 16)]
+    assert [tuple(b[0]["image"].shape) for b in batches] == [(3, 16, 24), (3, 24, 16), (3, 16, 16)]
     assert all("instances" not in b[0] for b in batches)
 
 

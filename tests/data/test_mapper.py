@@ -24,8 +24,14 @@ def two_colour_image(tmp_path) -> str:
 
 
 def _dict(path, annotations, **extra):
-    return {"file_name": path, "height": 20, "width": 40, "image_id": "two",
-            "annotations": annotations, **extra}
+    return {
+        "file_name": path,
+        "height": 20,
+        "width": 40,
+        "image_id": "two",
+        "annotations": annotations,
+        **extra,
+    }
 
 
 def _ann(box, **flags):
@@ -58,8 +64,11 @@ def test_flip_marked_dicts_and_random_flip(two_colour_image):
     torch.manual_seed(0)
     random_mapper = DatasetMapper(min_sizes=[40], random_flip=True)
     seen = {
-        tuple(random_mapper(_dict(two_colour_image, [_ann([2.0, 3.0, 10.0, 8.0])]))
-              ["instances"].gt_boxes.tensor[0].tolist())
+        tuple(
+            random_mapper(_dict(two_colour_image, [_ann([2.0, 3.0, 10.0, 8.0])]))["instances"]
+            .gt_boxes.tensor[0]
+            .tolist()
+        )
         for _ in range(20)
     }
     assert seen == {(4.0, 6.0, 20.0, 16.0), (60.0, 6.0, 76.0, 16.0)}
@@ -78,12 +87,17 @@ def test_random_shorter_side_choice(two_colour_image):
 
 def test_training_drops_difficult_crowd_and_degenerate(two_colour_image):
     mapper = DatasetMapper(min_sizes=[40])
-    out = mapper(_dict(two_colour_image, [
-        _ann([0.0, 0.0, 5.0, 5.0], difficult=True),
-        _ann([0.0, 0.0, 5.0, 5.0], iscrowd=1),
-        _ann([1.0, 1.0, 1.4, 9.0]),      # 0.4 px wide -> 0.8 px after x2: degenerate
-        _ann([35.0, 2.0, 45.0, 6.0]),    # runs past the right border: clipped to 80
-    ]))
+    out = mapper(
+        _dict(
+            two_colour_image,
+            [
+                _ann([0.0, 0.0, 5.0, 5.0], difficult=True),
+                _ann([0.0, 0.0, 5.0, 5.0], iscrowd=1),
+                _ann([1.0, 1.0, 1.4, 9.0]),  # 0.4 px wide -> 0.8 px after x2: degenerate
+                _ann([35.0, 2.0, 45.0, 6.0]),  # runs past the right border: clipped to 80
+            ],
+        )
+    )
     assert out["instances"].gt_boxes.tensor.tolist() == [[70.0, 4.0, 80.0, 12.0]]
     assert out["num_degenerate_boxes"] == 1 and mapper.num_degenerate_boxes == 1
 

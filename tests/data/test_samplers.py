@@ -43,7 +43,10 @@ def test_grouping_by_hand():
     # are left waiting when the stream ends.
     assert batches == [[0, 2], [1, 3], [5, 0], [4, 1]]
     assert list(AspectRatioGroupedBatchSampler(stream, [0] * 6, 3)) == [
-        [0, 1, 2], [3, 4, 5], [0, 1, 2]]  # one group: consecutive batches
+        [0, 1, 2],
+        [3, 4, 5],
+        [0, 1, 2],
+    ]  # one group: consecutive batches
 
 
 def test_resume_yields_exactly_the_remaining_batches():

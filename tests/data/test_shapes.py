@@ -53,7 +53,8 @@ def test_read_back_through_voc_loader_matches_the_drawing(tmp_path):
             assert (d["height"], d["width"]) == image.shape[:2]
             assert [a["bbox"] for a in d["annotations"]] == [o["box"] for o in objects]
             assert [SHAPE_CLASSES[a["category_id"]] for a in d["annotations"]] == [
-                o["name"] for o in objects]
+                o["name"] for o in objects
+            ]
             assert [a["difficult"] for a in d["annotations"]] == [o["difficult"] for o in objects]
 
 
@@ -120,5 +121,4 @@ def test_builtin_shapes_generated_on_first_read(tmp_path, monkeypatch):
     assert len(DatasetCatalog.get("shapes_test")) == 3
     assert len(DatasetCatalog.get("shapes_train")) == 6
     meta = MetadataCatalog.get("shapes_train")
-    assert (meta.dirname, meta.year, meta.evaluator_type) == (str(tmp_path / "shapes"), 2007,
-                                                              "voc")
+    assert (meta.dirname, meta.year, meta.evaluator_type) == (str(tmp_path / "shapes"), 2007, "voc")

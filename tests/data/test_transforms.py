@@ -18,14 +18,14 @@ from detkit.data.transforms import (
 @pytest.mark.parametrize(
     ("size", "expected"),
     [
-        ((375, 500), (600, 800)),     # VOC-typical: scale 600 / 375 = 1.6
-        ((500, 375), (800, 600)),     # portrait
-        ((333, 1000), (333, 1000)),   # 1802 > 1000: scale = 1000 / 1000
-        ((200, 600), (333, 1000)),    # capped: 1000 / 600 * 200 = 333.3
+        ((375, 500), (600, 800)),  # VOC-typical: scale 600 / 375 = 1.6
+        ((500, 375), (800, 600)),  # portrait
+        ((333, 1000), (333, 1000)),  # 1802 > 1000: scale = 1000 / 1000
+        ((200, 600), (333, 1000)),  # capped: 1000 / 600 * 200 = 333.3
         # round(600 / 479 * 799) = round(1000.8) = 1001 > 1000: scale = 1000 / 799, so the
         # short side is round(599.499) = 599, not 600.
         ((479, 799), (599, 1000)),
-        ((480, 800), (600, 1000)),    # exactly 1000 is allowed
+        ((480, 800), (600, 1000)),  # exactly 1000 is allowed
     ],
 )
 def test_resize_shortest_edge_paper_rule(size, expected):

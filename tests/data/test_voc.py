@@ -13,14 +13,22 @@ CLASSES = ("cat", "dog")
 
 
 def test_one_based_to_zero_based_without_wraparound(write_voc, tmp_path, caplog):
-    root = write_voc(str(tmp_path / "VOC"), "train", {
-        "img1": (100, 200, [
-            ("cat", 1, 1, 10, 20, 0),     # xmin = 1: first column -> x1 = 0
-            ("dog", 0, 0, 5, 5, 1),       # xmin = 0 (a common annotation slip): -1 -> clipped 0
-            ("cat", 50, 60, 200, 100, 0),  # touches the right border (xmax = width)
-        ]),
-        "img2": (30, 40, []),              # an image with no object
-    })
+    root = write_voc(
+        str(tmp_path / "VOC"),
+        "train",
+        {
+            "img1": (
+                100,
+                200,
+                [
+                    ("cat", 1, 1, 10, 20, 0),  # xmin = 1: first column -> x1 = 0
+                    ("dog", 0, 0, 5, 5, 1),  # xmin = 0 (a common annotation slip): -1 -> clipped 0
+                    ("cat", 50, 60, 200, 100, 0),  # touches the right border (xmax = width)
+                ],
+            ),
+            "img2": (30, 40, []),  # an image with no object
+        },
+    )
     dicts = load_voc_instances(root, "train", CLASSES)
     assert [d["image_id"] for d in dicts] == ["img1", "img2"]
     first = dicts[0]
@@ -36,14 +44,22 @@ def test_one_based_to_zero_based_without_wraparound(write_voc, tmp_path, caplog)
 
 
 def test_broken_boxes_dropped_with_warning(write_voc, tmp_path, caplog):
-    root = write_voc(str(tmp_path / "VOC"), "train", {
-        "bad": (50, 50, [
-            ("cat", 10, 10, 5, 20, 0),    # x2 < x1
-            ("dog", 10, 10, 20, 9, 0),    # y2 < y1
-            ("cat", 60, 10, 70, 20, 0),   # entirely right of the image: empty after clipping
-            ("dog", 2, 3, 4, 5, 0),       # fine: [1, 2, 4, 5]
-        ]),
-    })
+    root = write_voc(
+        str(tmp_path / "VOC"),
+        "train",
+        {
+            "bad": (
+                50,
+                50,
+                [
+                    ("cat", 10, 10, 5, 20, 0),  # x2 < x1
+                    ("dog", 10, 10, 20, 9, 0),  # y2 < y1
+                    ("cat", 60, 10, 70, 20, 0),  # entirely right of the image: empty after clipping
+                    ("dog", 2, 3, 4, 5, 0),  # fine: [1, 2, 4, 5]
+                ],
+            ),
+        },
+    )
     with caplog.at_level(logging.WARNING):
         dicts = load_voc_instances(root, "train", CLASSES)
     assert [a["bbox"] for a in dicts[0]["annotations"]] == [[1.0, 2.0, 4.0, 5.0]]
@@ -81,20 +97,53 @@ def test_register_pascal_voc_metadata_and_lazy_read(write_voc, tmp_path, dataset
     register_pascal_voc(name, root, "val", 2012, CLASSES, prepare=lambda: calls.append(1))
     meta = MetadataCatalog.get(name)
     assert (meta.thing_classes, meta.year, meta.split, meta.evaluator_type) == (
-        ["cat", "dog"], 2012, "val", "voc")
+        ["cat", "dog"],
+        2012,
+        "val",
+        "voc",
+    )
     assert calls == []  # registering reads nothing
     assert DatasetCatalog.get(name)[0]["annotations"][0]["bbox"] == [0.0, 1.0, 3.0, 4.0]
     assert calls == [1]
 
 
 def test_absurd_box_dropped_not_clipped_to_a_whole_image_box(write_voc, tmp_path, log):
-    root = write_voc(str(tmp_path / "VOC"), "train", {
-        "odd": (50, 40, [
-            ("cat", 1, 1, 1e30, 1e30, 0),  # clipping would give [0, 0, 40, 50]: the whole image
-            ("dog", -40, 2, 5, 9, 0),      # x1 = -41 < -width: farther out than the image's size
-            ("cat", 1, 1, 80, 100, 0),     # x2 = 2 * width, y2 = 2 * height: the limit, clipped
-        ]),
-    })
+    root = write_voc(
+        str(tmp_path / "VOC"),
+        "train",
+        {
+            "odd": (
+                50,
+                40,
+                [
+                    (
+                        "cat",
+                        1,
+                        1,
+                        1e30,
+                        1e30,
+                        0,
+                    ),  # clipping would give [0, 0, 40, 50]: the whole image
+                    (
+                        "dog",
+                        -40,
+                        2,
+                        5,
+                        9,
+                        0,
+                    ),  # x1 = -41 < -width: farther out than the image's size
+                    (
+                        "cat",
+                        1,
+                        1,
+                        80,
+                        100,
+                        0,
+                    ),  # x2 = 2 * width, y2 = 2 * height: the limit, clipped
+                ],
+            ),
+        },
+    )
     (record,) = load_voc_instances(root, "train", CLASSES)
     assert [a["bbox"] for a in record["annotations"]] == [[0.0, 0.0, 40.0, 50.0]]
     warnings = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
@@ -128,6 +177,9 @@ def test_size_taken_from_the_image_only_if_it_is_complete(write_voc, tmp_path, l
     data = open(image, "rb").read()
     with open(image, "wb") as f:
         f.write(data[:-10])  # cut short: no size from a picture OpenCV would fill with grey
-    with pytest.raises(ValueError, match=r"a\.xml: no valid <size>, and its image cannot be read: "
-                       r"Image .*a\.jpg \(image_id None\) is truncated"):
+    with pytest.raises(
+        ValueError,
+        match=r"a\.xml: no valid <size>, and its image cannot be read: "
+        r"Image .*a\.jpg \(image_id None\) is truncated",
+    ):
         load_voc_instances(root, "train", CLASSES)

@@ -31,8 +31,11 @@ def doc_blocks() -> list[tuple[str | None, str]]:
     """``(file path or None, code)`` of the page's python and yaml blocks, in order; yaml
     blocks without a file name are not part of the example."""
     text = DOC.read_text(encoding="utf-8")
-    return [(path or None, code) for lang, _, path, code in BLOCK.findall(text)
-            if path or lang == "python"]
+    return [
+        (path or None, code)
+        for lang, _, path, code in BLOCK.findall(text)
+        if path or lang == "python"
+    ]
 
 
 @pytest.fixture
@@ -87,17 +90,22 @@ def check_datasets(made: dict) -> None:
         dicts = DatasetCatalog.get(name)
         classes = MetadataCatalog.get(name).thing_classes
         assert len(dicts) == len(split), name
-        expected = sorted((file_name, object_class, tuple(box))
-                          for file_name, objects in split for object_class, box in objects)
-        loaded = sorted((Path(d["file_name"]).name, classes[a["category_id"]],
-                         tuple(int(v) for v in a["bbox"]))
-                        for d in dicts for a in d["annotations"])
+        expected = sorted(
+            (file_name, object_class, tuple(box))
+            for file_name, objects in split
+            for object_class, box in objects
+        )
+        loaded = sorted(
+            (Path(d["file_name"]).name, classes[a["category_id"]], tuple(int(v) for v in a["bbox"]))
+            for d in dicts
+            for a in d["annotations"]
+        )
         assert loaded == expected, name
-        assert all(float(v).is_integer() for d in dicts for a in d["annotations"]
-                   for v in a["bbox"])
+        assert all(
+            float(v).is_integer() for d in dicts for a in d["annotations"] for v in a["bbox"]
+        )
     assert MetadataCatalog.get("shapes2_train").thing_classes == ["rectangle", "disc"]
-    assert MetadataCatalog.get("shapes3_train").thing_classes == [
-        "rectangle", "disc", "triangle"]
+    assert MetadataCatalog.get("shapes3_train").thing_classes == ["rectangle", "disc", "triangle"]
 
 
 def check_training(ns: dict) -> None:
@@ -166,7 +174,8 @@ def test_your_data_page_runs(example_folder, log):
     finally:
         torch.set_num_threads(torch_threads)
     assert {"my_project/datasets.py", "my_project/modeling.py", "my_project/config.yaml"} <= {
-        path for path, _ in doc_blocks() if path}
+        path for path, _ in doc_blocks() if path
+    }
     check_datasets(ns["made"])
     check_training(ns)
     check_fine_tuning(ns, log)

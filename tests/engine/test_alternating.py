@@ -111,7 +111,10 @@ def test_every_summary_names_its_evaluator_in_fractions(alternating_run):
     _, out, results = alternating_run
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert (summary["evaluator"], summary["metric"], summary["unit"]) == (
-        "voc", "mAP@0.5", "fraction")
+        "voc",
+        "mAP@0.5",
+        "fraction",
+    )
     assert summary["mAP@0.5"] == pytest.approx(results["bbox"]["AP50"], abs=5e-5)
     # RPN steps are summarized by proposal recall, detector steps by VOC mAP.
     expected = {1: "proposals", 2: "voc", 3: "proposals", 4: "voc"}

@@ -15,13 +15,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def quickstart_cfg(tiny_shapes, output_dir, max_iter):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs/quickstart/shapes.yaml"))
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", [tiny_shapes[0]], "DATASETS.TEST", [],
-        "MODEL.DEVICE", "cpu", "MODEL.TINY.CHANNELS", [8, 16, 16, 32],
-        "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", [3],
-        "SOLVER.WARMUP_ITERS", 2, "SOLVER.CHECKPOINT_PERIOD", 2,
-        "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(output_dir), "SEED", 3,
-    ])
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            [tiny_shapes[0]],
+            "DATASETS.TEST",
+            [],
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.TINY.CHANNELS",
+            [8, 16, 16, 32],
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "SOLVER.MAX_ITER",
+            max_iter,
+            "SOLVER.STEPS",
+            [3],
+            "SOLVER.WARMUP_ITERS",
+            2,
+            "SOLVER.CHECKPOINT_PERIOD",
+            2,
+            "DATALOADER.NUM_WORKERS",
+            0,
+            "OUTPUT_DIR",
+            str(output_dir),
+            "SEED",
+            3,
+        ]
+    )
     return cfg
 
 

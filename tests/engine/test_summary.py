@@ -24,14 +24,22 @@ from detkit.structures import Boxes, Instances
 CLASSES = ["circle", "square", "triangle"]
 # One object of each class; the detections below are these boxes shrunk to 0.9 of their
 # width and height from the top-left corner: IoU 0.81 with their object.
-OBJECTS = [([0.0, 0.0, 10.0, 10.0], 0), ([50.0, 50.0, 150.0, 150.0], 1),
-           ([20.0, 30.0, 60.0, 90.0], 2)]
+OBJECTS = [
+    ([0.0, 0.0, 10.0, 10.0], 0),
+    ([50.0, 50.0, 150.0, 150.0], 1),
+    ([20.0, 30.0, 60.0, 90.0], 2),
+]
 
 
 def dataset() -> list[dict]:
     return [
-        {"image_id": f"im{k}", "file_name": f"im{k}.jpg", "height": 200, "width": 200,
-         "annotations": [{"bbox": box, "category_id": c, "difficult": False}]}
+        {
+            "image_id": f"im{k}",
+            "file_name": f"im{k}.jpg",
+            "height": 200,
+            "width": 200,
+            "annotations": [{"bbox": box, "category_id": c, "difficult": False}],
+        }
         for k, (box, c) in enumerate(OBJECTS)
     ]
 
@@ -108,10 +116,15 @@ class ProposalsModel(nn.Module):
         for inp in batch:
             x1, y1, x2, y2 = OBJECTS[int(inp["image_id"][2:])][0]
             boxes = [[x1, y1, x2, y1 + 0.6 * (y2 - y1)], [x1, y1, x2, y2]]
-            outputs.append({"proposals": Instances(
-                (200, 200), proposal_boxes=Boxes(torch.tensor(boxes)),
-                objectness_logits=torch.tensor([2.0, 1.0]),
-            )})
+            outputs.append(
+                {
+                    "proposals": Instances(
+                        (200, 200),
+                        proposal_boxes=Boxes(torch.tensor(boxes)),
+                        objectness_logits=torch.tensor([2.0, 1.0]),
+                    )
+                }
+            )
         return outputs
 
 
@@ -127,8 +140,10 @@ def test_a_proposal_summary_headlines_the_largest_n(tmp_path):
 
 
 def test_the_headline_recall_is_the_largest_n_not_the_last_listed():
-    results = {"proposals": {"AR@1000": 0.6, "AR@100": 0.5, "AR@1000-small": 0.1},
-               "evaluators": {"proposals": {"name": "proposals"}}}
+    results = {
+        "proposals": {"AR@1000": 0.6, "AR@100": 0.5, "AR@1000-small": 0.1},
+        "evaluators": {"proposals": {"name": "proposals"}},
+    }
     summary = summarize_results(results)
     assert summary["metric"] == "AR@1000" and "AR@1000-small" not in summary
     assert summary_message(summary, ["x"]) == "Proposal recall on x: AR@1000 0.600, AR@100 0.500"
@@ -136,10 +151,14 @@ def test_the_headline_recall_is_the_largest_n_not_the_last_listed():
 
 def test_several_datasets_take_the_first_datasets_evaluator():
     results = {
-        "voc_test": {"bbox": {"AP50": 0.9, "AP": 0.6},
-                     "evaluators": {"bbox": {"name": "voc", "ap_metric": "area"}}},
-        "coco_val": {"bbox": {"AP50": 0.5, "AP": 0.3, "AP75": 0.25},
-                     "evaluators": {"bbox": {"name": "coco"}}},
+        "voc_test": {
+            "bbox": {"AP50": 0.9, "AP": 0.6},
+            "evaluators": {"bbox": {"name": "voc", "ap_metric": "area"}},
+        },
+        "coco_val": {
+            "bbox": {"AP50": 0.5, "AP": 0.3, "AP75": 0.25},
+            "evaluators": {"bbox": {"name": "coco"}},
+        },
     }
     summary = summarize_results(results)
     assert summary["evaluator"] == "voc" and summary["metric"] == "mAP@0.5"

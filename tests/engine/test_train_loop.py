@@ -198,9 +198,9 @@ def test_the_trainer_storage_is_current_only_while_training():
             seen.append(get_event_storage() is self.trainer.storage)
 
     model = RecordingModel()
-    trainer = SimpleTrainer(model, infinite([[(1.0, 2.0), (2.0, 3.0)]]), torch.optim.SGD(
-        model.parameters(), 0.1
-    ))
+    trainer = SimpleTrainer(
+        model, infinite([[(1.0, 2.0), (2.0, 3.0)]]), torch.optim.SGD(model.parameters(), 0.1)
+    )
     trainer.register_hooks([SeeStorage()])
     trainer.train(0, 2)
     assert seen == [True, True]
@@ -232,9 +232,9 @@ def test_metrics_json_has_the_console_medians_of_smoothed_scalars(tmp_path):
 @pytest.mark.parametrize("period", [1, 2, 20])
 def test_each_console_line_is_printed_once(period, caplog):
     model = LinearLossModel()
-    trainer = SimpleTrainer(model, infinite([[(1.0, 2.0)]]), torch.optim.SGD(
-        model.parameters(), 0.1
-    ))
+    trainer = SimpleTrainer(
+        model, infinite([[(1.0, 2.0)]]), torch.optim.SGD(model.parameters(), 0.1)
+    )
     printer = CommonMetricPrinter(3, logging.getLogger("detkit.test_printer"))
     trainer.register_hooks([IterationTimer(), PeriodicWriter([printer], period)])
     with caplog.at_level(logging.INFO, logger="detkit.test_printer"):
@@ -246,8 +246,13 @@ def test_each_console_line_is_printed_once(period, caplog):
 
 def test_console_line_shows_the_model_statistics_chosen():
     storage = EventStorage(0)
-    for name in ["loss_cls", "fast_rcnn/cls_accuracy", "rpn/num_pos_anchors",
-                 "rpn/num_neg_anchors", "roi_head/num_bg_samples"]:
+    for name in [
+        "loss_cls",
+        "fast_rcnn/cls_accuracy",
+        "rpn/num_pos_anchors",
+        "rpn/num_neg_anchors",
+        "roi_head/num_bg_samples",
+    ]:
         storage.put_scalar(name, 0.5)
     messages = []
 

@@ -19,8 +19,9 @@ ID_MAP = {c: k for k, c in enumerate(CATEGORY_IDS)}
 
 def make_output(xyxy, scores, classes, legacy_plus_one=False):
     instances = Instances((400, 400))
-    instances.pred_boxes = Boxes(torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4),
-                                 legacy_plus_one)
+    instances.pred_boxes = Boxes(
+        torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4), legacy_plus_one
+    )
     instances.scores = torch.tensor(scores, dtype=torch.float32)
     instances.pred_classes = torch.tensor(classes, dtype=torch.int64)
     return {"instances": instances}
@@ -38,17 +39,34 @@ def random_coco(seed, num_images=30):
             x, y = (int(v) for v in rng.integers(0, 300, size=2))
             w, h = (int(v) for v in rng.integers(10, 100, size=2))
             category = int(rng.choice(CATEGORY_IDS))
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": category, "bbox": [x, y, w, h], "area": w * h,
-                                "iscrowd": int(rng.random() < 0.05)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": int(rng.random() < 0.05),
+                }
+            )
             for _ in range(rng.choice([0, 1, 1, 2])):
                 dx, dy, dw, dh = (int(v) for v in rng.integers(-8, 9, size=4))
-                detections.append({"image_id": image_id, "category_id": category,
-                                   "bbox": [x + dx, y + dy, max(w + dw, 1), max(h + dh, 1)]})
+                detections.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": category,
+                        "bbox": [x + dx, y + dy, max(w + dw, 1), max(h + dh, 1)],
+                    }
+                )
         for _ in range(rng.integers(0, 3)):
             x, y = (int(v) for v in rng.integers(0, 350, size=2))
-            detections.append({"image_id": image_id, "category_id": int(rng.choice(CATEGORY_IDS)),
-                               "bbox": [x, y, int(rng.integers(5, 50)), int(rng.integers(5, 50))]})
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(rng.choice(CATEGORY_IDS)),
+                    "bbox": [x, y, int(rng.integers(5, 50)), int(rng.integers(5, 50))],
+                }
+            )
     scores = rng.permutation(len(detections)) / len(detections) + 0.001
     for d, s in zip(detections, scores):
         d["score"] = float(np.float32(s))
@@ -80,15 +98,19 @@ def test_agrees_with_pycocotools_run_directly(tmp_path):
     expected = pycocotools_stats(gt_file, [dict(d) for d in detections])
 
     # The same detections as a model gives them: XYXY boxes and contiguous class ids.
-    evaluator = COCOEvaluator(thing_classes=NAMES, json_file=str(gt_file),
-                              thing_dataset_id_to_contiguous_id=ID_MAP,
-                              output_dir=str(tmp_path / "out"))
+    evaluator = COCOEvaluator(
+        thing_classes=NAMES,
+        json_file=str(gt_file),
+        thing_dataset_id_to_contiguous_id=ID_MAP,
+        output_dir=str(tmp_path / "out"),
+    )
     evaluator.reset()
     for image in gt["images"]:
         dets = [d for d in detections if d["image_id"] == image["id"]]
         xyxy = [[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)]
-        output = make_output(xyxy, [d["score"] for d in dets],
-                             [ID_MAP[d["category_id"]] for d in dets])
+        output = make_output(
+            xyxy, [d["score"] for d in dets], [ID_MAP[d["category_id"]] for d in dets]
+        )
         evaluator.process([{"image_id": image["id"]}], [output])
     bbox = evaluator.evaluate()["bbox"]
 
@@ -97,8 +119,9 @@ def test_agrees_with_pycocotools_run_directly(tmp_path):
     # pycocotools' own fractions; its -1 (no ground truth in that size range, here "large")
     # becomes NaN.
     assert expected[5] == -1
-    np.testing.assert_allclose(ours, np.where(expected[:6] < 0, np.nan, expected[:6]),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        ours, np.where(expected[:6] < 0, np.nan, expected[:6]), rtol=0, atol=1e-12
+    )
     # Per-class AP: pycocotools' AP when it evaluates that category alone.
     for category_id, name in zip(CATEGORY_IDS, NAMES):
         alone = pycocotools_stats(gt_file, [dict(d) for d in detections], [category_id])
@@ -112,11 +135,23 @@ def test_agrees_with_pycocotools_run_directly(tmp_path):
 def tiny_dataset_dicts():
     # VOC-style string ids; continuous XYXY boxes; one image without objects.
     return [
-        {"image_id": "a", "height": 200, "width": 200, "file_name": "a.jpg",
-         "annotations": [{"bbox": [0.0, 0.0, 10.0, 10.0], "category_id": 0},
-                         {"bbox": [50.0, 50.0, 150.0, 150.0], "category_id": 2}]},
-        {"image_id": "b", "height": 200, "width": 200, "file_name": "b.jpg",
-         "annotations": [{"bbox": [20.0, 30.0, 60.0, 90.0], "category_id": 1}]},
+        {
+            "image_id": "a",
+            "height": 200,
+            "width": 200,
+            "file_name": "a.jpg",
+            "annotations": [
+                {"bbox": [0.0, 0.0, 10.0, 10.0], "category_id": 0},
+                {"bbox": [50.0, 50.0, 150.0, 150.0], "category_id": 2},
+            ],
+        },
+        {
+            "image_id": "b",
+            "height": 200,
+            "width": 200,
+            "file_name": "b.jpg",
+            "annotations": [{"bbox": [20.0, 30.0, 60.0, 90.0], "category_id": 1}],
+        },
         {"image_id": "c", "height": 200, "width": 200, "file_name": "c.jpg", "annotations": []},
     ]
 
@@ -126,16 +161,23 @@ def test_perfect_detections_from_dataset_dicts_score_1(legacy_plus_one):
     # Under LEGACY_PLUS_ONE the model predicts pixel-index boxes (x2 - 1, y2 - 1); the COCO
     # width x2 - x1 + 1 restores the continuous box, so the detections are still perfect.
     shift = 1.0 if legacy_plus_one else 0.0
-    evaluator = COCOEvaluator(thing_classes=NAMES, dataset_dicts=tiny_dataset_dicts(),
-                              legacy_plus_one=legacy_plus_one)
+    evaluator = COCOEvaluator(
+        thing_classes=NAMES, dataset_dicts=tiny_dataset_dicts(), legacy_plus_one=legacy_plus_one
+    )
     evaluator.reset()
     for record in tiny_dataset_dicts():
         anns = record["annotations"]
-        xyxy = [[a["bbox"][0], a["bbox"][1], a["bbox"][2] - shift, a["bbox"][3] - shift]
-                for a in anns]
-        evaluator.process([{"image_id": record["image_id"]}],
-                          [make_output(xyxy, [0.9] * len(anns), [a["category_id"] for a in anns],
-                                       legacy_plus_one)])
+        xyxy = [
+            [a["bbox"][0], a["bbox"][1], a["bbox"][2] - shift, a["bbox"][3] - shift] for a in anns
+        ]
+        evaluator.process(
+            [{"image_id": record["image_id"]}],
+            [
+                make_output(
+                    xyxy, [0.9] * len(anns), [a["category_id"] for a in anns], legacy_plus_one
+                )
+            ],
+        )
     bbox = evaluator.evaluate()["bbox"]
     assert bbox["AP"] == pytest.approx(1.0)
     assert bbox["AP50"] == pytest.approx(1.0)
@@ -146,8 +188,9 @@ def test_perfect_detections_from_dataset_dicts_score_1(legacy_plus_one):
 
 
 def test_zero_detections_score_zero_and_write_an_empty_file(tmp_path):
-    evaluator = COCOEvaluator(thing_classes=NAMES, dataset_dicts=tiny_dataset_dicts(),
-                              output_dir=str(tmp_path))
+    evaluator = COCOEvaluator(
+        thing_classes=NAMES, dataset_dicts=tiny_dataset_dicts(), output_dir=str(tmp_path)
+    )
     evaluator.reset()
     for record in tiny_dataset_dicts():
         evaluator.process([{"image_id": record["image_id"]}], [make_output([], [], [])])
@@ -185,8 +228,16 @@ def test_build_evaluator_for_a_registered_coco_json(tmp_path):
         evaluator.reset()
         for record in data.DatasetCatalog.get(name):
             anns = [a for a in record["annotations"] if not a["iscrowd"]]
-            evaluator.process([{"image_id": record["image_id"]}], [make_output(
-                [a["bbox"] for a in anns], [0.9] * len(anns), [a["category_id"] for a in anns])])
+            evaluator.process(
+                [{"image_id": record["image_id"]}],
+                [
+                    make_output(
+                        [a["bbox"] for a in anns],
+                        [0.9] * len(anns),
+                        [a["category_id"] for a in anns],
+                    )
+                ],
+            )
         assert evaluator.evaluate()["bbox"]["AP50"] == pytest.approx(1.0)
     finally:
         data.DatasetCatalog.remove(name)

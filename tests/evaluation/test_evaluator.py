@@ -36,8 +36,9 @@ class FakeModel(nn.Module):
         for i in range(len(batch)):
             self.sleep(self.slow_s if seen + i < self.num_slow else self.fast_s)
         out = self.weight * 0  # would carry a graph if gradients were on
-        return [{"value": inp["image_id"] * 10, "requires_grad": out.requires_grad}
-                for inp in batch]
+        return [
+            {"value": inp["image_id"] * 10, "requires_grad": out.requires_grad} for inp in batch
+        ]
 
 
 class RecordingEvaluator(DatasetEvaluator):
@@ -50,8 +51,9 @@ class RecordingEvaluator(DatasetEvaluator):
 
     def process(self, inputs, outputs):
         self.events.append("process")
-        self.values += [(i["image_id"], o["value"], o["requires_grad"])
-                        for i, o in zip(inputs, outputs)]
+        self.values += [
+            (i["image_id"], o["value"], o["requires_grad"]) for i, o in zip(inputs, outputs)
+        ]
 
     def evaluate(self):
         self.events.append("evaluate")
@@ -61,7 +63,7 @@ class RecordingEvaluator(DatasetEvaluator):
 def loader_of(num_images, batch_size=1):
     ids = list(range(num_images))
     starts = range(0, num_images, batch_size)
-    return [[{"image_id": i} for i in ids[s:s + batch_size]] for s in starts]
+    return [[{"image_id": i} for i in ids[s : s + batch_size]] for s in starts]
 
 
 @pytest.mark.parametrize("was_training", [True, False])
@@ -123,8 +125,9 @@ def test_timing_leaves_out_the_warm_up_images(monkeypatch):
 def test_warm_up_counts_images_in_whole_batches():
     # Batches of 2 start at images 0, 2, 4, 6; with 3 warm-up images the batches starting at
     # 0 and 2 are left out: 4 warm-up images, 4 timed.
-    timing = inference_on_dataset(FakeModel(), loader_of(8, batch_size=2), None,
-                                  num_warmup=3)["timing"]
+    timing = inference_on_dataset(FakeModel(), loader_of(8, batch_size=2), None, num_warmup=3)[
+        "timing"
+    ]
     assert timing["num_warmup_images"] == 4
     # Fewer images than the warm-up: all of them are timed rather than none.
     timing = inference_on_dataset(FakeModel(), loader_of(2), None, num_warmup=5)["timing"]
@@ -142,8 +145,7 @@ def test_several_evaluators_are_combined_and_task_clashes_rejected():
     first, second = RecordingEvaluator("a"), RecordingEvaluator("b")
     results = inference_on_dataset(FakeModel(), loader_of(3), [first, second])
     assert results["a"] == results["b"] == {"sum": 30.0}
-    assert first.events == second.events == ["reset", "process", "process", "process",
-                                             "evaluate"]
+    assert first.events == second.events == ["reset", "process", "process", "process", "evaluate"]
     clash = DatasetEvaluators([RecordingEvaluator("a"), RecordingEvaluator("a")])
     with pytest.raises(KeyError, match="task 'a'"):
         inference_on_dataset(FakeModel(), loader_of(1), clash)
@@ -159,8 +161,7 @@ def test_print_results_shows_summary_metrics_and_timing(caplog):
         text = print_results("voc_2007_test", results)
     assert text in caplog.text
     assert text.splitlines()[0] == (
-        "Evaluation results on voc_2007_test, voc evaluator (AP and recall as fractions in "
-        "[0, 1]):"
+        "Evaluation results on voc_2007_test, voc evaluator (AP and recall as fractions in [0, 1]):"
     )
     # Fractions with 3 decimals, in the table and the copypaste line.
     assert "| 0.401 | 0.712 | 0.380 |" in text
@@ -184,8 +185,10 @@ def test_evaluators_that_have_a_name_are_described_beside_their_tasks():
         [NamedEvaluator("a"), RecordingEvaluator("b"), DatasetEvaluators([NamedEvaluator("c")])]
     )
     results = inference_on_dataset(FakeModel(), loader_of(2), combined)
-    assert results["evaluators"] == {"a": {"name": "named", "detail": "x"},
-                                     "c": {"name": "named", "detail": "x"}}
+    assert results["evaluators"] == {
+        "a": {"name": "named", "detail": "x"},
+        "c": {"name": "named", "detail": "x"},
+    }
     assert list(results) == ["a", "b", "c", "evaluators", "timing"]
     single = inference_on_dataset(FakeModel(), loader_of(2), NamedEvaluator("a"))
     assert single["evaluators"] == {"a": {"name": "named", "detail": "x"}}

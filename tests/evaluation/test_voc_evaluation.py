@@ -17,8 +17,9 @@ CLASSES = ["circle", "square", "triangle"]
 
 def make_output(boxes, scores, classes, legacy_plus_one=False):
     instances = Instances((300, 300))
-    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                                 legacy_plus_one)
+    instances.pred_boxes = Boxes(
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), legacy_plus_one
+    )
     instances.scores = torch.tensor(scores, dtype=torch.float32)
     instances.pred_classes = torch.tensor(classes, dtype=torch.int64)
     return {"instances": instances}
@@ -31,12 +32,27 @@ def ann(box, category_id, difficult=False):
 def tiny_dataset():
     """Three images; 10x10 objects; the last image has none."""
     return [
-        {"file_name": "/data/a.jpg", "image_id": "a", "height": 300, "width": 300,
-         "annotations": [ann([0, 0, 10, 10], 0), ann([20, 20, 30, 30], 1)]},
-        {"file_name": "/data/b.jpg", "image_id": "b", "height": 300, "width": 300,
-         "annotations": [ann([50, 50, 60, 60], 2), ann([70, 70, 80, 80], 0, difficult=True)]},
-        {"file_name": "/data/c.jpg", "image_id": "c", "height": 300, "width": 300,
-         "annotations": []},
+        {
+            "file_name": "/data/a.jpg",
+            "image_id": "a",
+            "height": 300,
+            "width": 300,
+            "annotations": [ann([0, 0, 10, 10], 0), ann([20, 20, 30, 30], 1)],
+        },
+        {
+            "file_name": "/data/b.jpg",
+            "image_id": "b",
+            "height": 300,
+            "width": 300,
+            "annotations": [ann([50, 50, 60, 60], 2), ann([70, 70, 80, 80], 0, difficult=True)],
+        },
+        {
+            "file_name": "/data/c.jpg",
+            "image_id": "c",
+            "height": 300,
+            "width": 300,
+            "annotations": [],
+        },
     ]
 
 
@@ -45,8 +61,9 @@ def perfect_outputs(dataset, legacy_plus_one=False, shift=0.0):
     outputs = {}
     for record in dataset:
         anns = [a for a in record["annotations"] if not a["difficult"]]
-        boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][2] - shift, a["bbox"][3] - shift]
-                 for a in anns]
+        boxes = [
+            [a["bbox"][0], a["bbox"][1], a["bbox"][2] - shift, a["bbox"][3] - shift] for a in anns
+        ]
         outputs[record["image_id"]] = make_output(
             boxes, [0.9] * len(anns), [a["category_id"] for a in anns], legacy_plus_one
         )
@@ -64,7 +81,9 @@ def run(evaluator, dataset, outputs):
 def test_perfect_detections_score_1_and_files_are_written(tmp_path):
     dataset = tiny_dataset()
     evaluator = PascalVOCDetectionEvaluator(
-        dataset_dicts=dataset, thing_classes=CLASSES, output_dir=str(tmp_path),
+        dataset_dicts=dataset,
+        thing_classes=CLASSES,
+        output_dir=str(tmp_path),
         dataset_name="tiny",
     )
     bbox = run(evaluator, dataset, perfect_outputs(dataset))["bbox"]
@@ -92,8 +111,9 @@ def test_legacy_plus_one_compares_pixel_index_predictions_with_continuous_gt():
     # LEGACY_PLUS_ONE, so a model trained that way predicts [0, 0, 9, 9] for it.
     dataset = tiny_dataset()
     outputs = perfect_outputs(dataset, legacy_plus_one=True, shift=1.0)
-    legacy = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=CLASSES,
-                                         legacy_plus_one=True)
+    legacy = PascalVOCDetectionEvaluator(
+        dataset_dicts=dataset, thing_classes=CLASSES, legacy_plus_one=True
+    )
     assert run(legacy, dataset, outputs)["bbox"]["AP"] == pytest.approx(1.0)
     # Read as continuous boxes the same predictions have IoU 9*9 / 10*10 = 0.81: TPs at the
     # 7 thresholds 0.50 ... 0.80, FPs at 0.85, 0.90, 0.95 -> AP = 0.7, AP50 = 1.
@@ -105,17 +125,34 @@ def test_legacy_plus_one_compares_pixel_index_predictions_with_continuous_gt():
 
 def hand_case_dataset():
     """The hand-built case of test_voc_metric (one class, C difficult), as dataset dicts."""
-    return [{
-        "file_name": "x.jpg", "image_id": 7, "height": 200, "width": 200,
-        "annotations": [ann([0, 0, 10, 10], 0), ann([20, 0, 30, 10], 0),
-                        ann([40, 0, 50, 10], 0, difficult=True), ann([60, 0, 70, 10], 0)],
-    }]
+    return [
+        {
+            "file_name": "x.jpg",
+            "image_id": 7,
+            "height": 200,
+            "width": 200,
+            "annotations": [
+                ann([0, 0, 10, 10], 0),
+                ann([20, 0, 30, 10], 0),
+                ann([40, 0, 50, 10], 0, difficult=True),
+                ann([60, 0, 70, 10], 0),
+            ],
+        }
+    ]
 
 
 HAND_CASE_OUTPUT = make_output(
-    [[0, 0, 10, 10], [0, 0, 10, 10], [40, 0, 50, 10], [20, 0, 30, 5], [20, 0, 30, 6],
-     [100, 100, 110, 110], [60, 0, 70, 5.5]],
-    [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], [0] * 7,
+    [
+        [0, 0, 10, 10],
+        [0, 0, 10, 10],
+        [40, 0, 50, 10],
+        [20, 0, 30, 5],
+        [20, 0, 30, 6],
+        [100, 100, 110, 110],
+        [60, 0, 70, 5.5],
+    ],
+    [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3],
+    [0] * 7,
 )
 
 
@@ -123,8 +160,12 @@ HAND_CASE_OUTPUT = make_output(
 def test_hand_built_case_through_the_evaluator(use_07_metric, expected, caplog):
     # See test_voc_metric.test_voc_eval_hand_built_case_area_and_11_point for the arithmetic.
     dataset = hand_case_dataset()
-    evaluator = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=["thing"],
-                                            use_07_metric=use_07_metric, dataset_name="hand")
+    evaluator = PascalVOCDetectionEvaluator(
+        dataset_dicts=dataset,
+        thing_classes=["thing"],
+        use_07_metric=use_07_metric,
+        dataset_name="hand",
+    )
     with caplog.at_level(logging.INFO, logger="detkit"):
         bbox = run(evaluator, dataset, {7: HAND_CASE_OUTPUT})["bbox"]
     assert bbox["AP50"] == pytest.approx(expected)
@@ -134,8 +175,12 @@ def test_hand_built_case_through_the_evaluator(use_07_metric, expected, caplog):
     assert "IoU > 0.5 strictly" in caplog.text and "difficult" in caplog.text
     assert f"| {expected:.3f} |" in caplog.text and "fractions in [0, 1]" in caplog.text
     # With only the 0.5 threshold, "AP" is AP50 and there is no AP75.
-    only50 = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=["thing"],
-                                         use_07_metric=use_07_metric, iou_thresholds=[0.5])
+    only50 = PascalVOCDetectionEvaluator(
+        dataset_dicts=dataset,
+        thing_classes=["thing"],
+        use_07_metric=use_07_metric,
+        iou_thresholds=[0.5],
+    )
     bbox50 = run(only50, dataset, {7: HAND_CASE_OUTPUT})["bbox"]
     assert bbox50["AP"] == pytest.approx(expected) and "AP75" not in bbox50
     # Beside the 11-point AP, the area AP of the same detections (2/3 by hand); the area
@@ -147,8 +192,14 @@ def test_hand_built_case_through_the_evaluator(use_07_metric, expected, caplog):
 
 
 def test_class_without_ground_truth_is_nan_and_left_out_of_the_mean(caplog):
-    dataset = [{"image_id": 1, "height": 50, "width": 50,
-                "annotations": [ann([0, 0, 10, 10], 0), ann([20, 20, 30, 30], 1)]}]
+    dataset = [
+        {
+            "image_id": 1,
+            "height": 50,
+            "width": 50,
+            "annotations": [ann([0, 0, 10, 10], 0), ann([20, 20, 30, 30], 1)],
+        }
+    ]
     evaluator = PascalVOCDetectionEvaluator(dataset_dicts=dataset, thing_classes=CLASSES)
     # circle found (AP 1), square missed (AP 0), a triangle detection with no triangle gt.
     outputs = {1: make_output([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8], [0, 2])}
@@ -196,14 +247,15 @@ def test_from_dataset_name_reads_the_catalogs():
     dataset = tiny_dataset()
     data.DatasetCatalog.register(name, lambda: dataset)
     try:
-        data.MetadataCatalog.get(name).set(thing_classes=CLASSES, evaluator_type="voc",
-                                           year=2007)
+        data.MetadataCatalog.get(name).set(thing_classes=CLASSES, evaluator_type="voc", year=2007)
         evaluator = PascalVOCDetectionEvaluator.from_dataset_name(name)
         assert evaluator.use_07_metric is True  # year 2007 -> 11-point
         assert run(evaluator, dataset, perfect_outputs(dataset))["bbox"]["AP50"] == 1.0
         assert evaluator.describe() == {"name": "voc", "ap_metric": "11-point"}
-        assert PascalVOCDetectionEvaluator.from_dataset_name(
-            name, use_07_metric=False).use_07_metric is False
+        assert (
+            PascalVOCDetectionEvaluator.from_dataset_name(name, use_07_metric=False).use_07_metric
+            is False
+        )
     finally:
         data.DatasetCatalog.remove(name)
         data.MetadataCatalog.remove(name)

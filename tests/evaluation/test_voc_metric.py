@@ -70,15 +70,25 @@ def _one_image_case():
     gt_boxes = [[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]]
     gt_difficult = [False, False, True, False]
     det_boxes = [
-        [0, 0, 10, 10], [0, 0, 10, 10], [40, 0, 50, 10], [20, 0, 30, 5],
-        [20, 0, 30, 6], [100, 100, 110, 110], [60, 0, 70, 5.5],
+        [0, 0, 10, 10],
+        [0, 0, 10, 10],
+        [40, 0, 50, 10],
+        [20, 0, 30, 5],
+        [20, 0, 30, 6],
+        [100, 100, 110, 110],
+        [60, 0, 70, 5.5],
     ]
     det_scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
     return {
-        "det_image_ids": np.zeros(7, dtype=int), "det_boxes": det_boxes,
-        "det_scores": det_scores, "det_classes": np.zeros(7, dtype=int),
-        "gt_image_ids": np.zeros(4, dtype=int), "gt_boxes": gt_boxes,
-        "gt_classes": np.zeros(4, dtype=int), "gt_difficult": gt_difficult, "num_classes": 1,
+        "det_image_ids": np.zeros(7, dtype=int),
+        "det_boxes": det_boxes,
+        "det_scores": det_scores,
+        "det_classes": np.zeros(7, dtype=int),
+        "gt_image_ids": np.zeros(4, dtype=int),
+        "gt_boxes": gt_boxes,
+        "gt_classes": np.zeros(4, dtype=int),
+        "gt_difficult": gt_difficult,
+        "num_classes": 1,
     }
 
 
@@ -105,9 +115,13 @@ def test_voc_eval_detection_whose_best_gt_is_taken_is_false_positive():
     # so d2 is a duplicate (FP), even though G2 is free. Recall 1/2, 1/2; precision 1, 1/2:
     # AP = 1/2 * 1 = 0.5. (pycocotools would match d2 to G2 and give 1.0.)
     result = voc_eval(
-        det_image_ids=[0, 0], det_boxes=[[0, 0, 10, 10], [0, 0, 10, 9.5]],
-        det_scores=[0.9, 0.8], det_classes=[0, 0],
-        gt_image_ids=[0, 0], gt_boxes=[[0, 0, 10, 10], [0, 0, 10, 8]], gt_classes=[0, 0],
+        det_image_ids=[0, 0],
+        det_boxes=[[0, 0, 10, 10], [0, 0, 10, 9.5]],
+        det_scores=[0.9, 0.8],
+        det_classes=[0, 0],
+        gt_image_ids=[0, 0],
+        gt_boxes=[[0, 0, 10, 10], [0, 0, 10, 8]],
+        gt_classes=[0, 0],
         num_classes=1,
     )
     assert result.ap[0, 0] == pytest.approx(0.5)
@@ -118,9 +132,14 @@ def test_voc_eval_plus_one_convention_changes_a_crafted_match():
     # Continuous: 5*9 / (10*9) = 0.5 exactly -> not > 0.5 -> FP -> AP 0.
     # +1 widths: (6*10) / (11*10) = 0.545 -> TP -> AP 1.
     case = {
-        "det_image_ids": [0], "det_boxes": [[0, 0, 5, 9]], "det_scores": [1.0],
-        "det_classes": [0], "gt_image_ids": [0], "gt_boxes": [[0, 0, 10, 9]],
-        "gt_classes": [0], "num_classes": 1,
+        "det_image_ids": [0],
+        "det_boxes": [[0, 0, 5, 9]],
+        "det_scores": [1.0],
+        "det_classes": [0],
+        "gt_image_ids": [0],
+        "gt_boxes": [[0, 0, 10, 9]],
+        "gt_classes": [0],
+        "num_classes": 1,
     }
     assert voc_eval(**case, legacy_plus_one=False).ap[0, 0] == 0.0
     assert voc_eval(**case, legacy_plus_one=True).ap[0, 0] == 1.0
@@ -133,12 +152,21 @@ def test_voc_eval_classes_without_positives_and_images_without_detections():
     # detection but no gt -> NaN. Class 3: one gt, one FP detection in another image -> 0.
     # The mean over classes with positives: (1/3 + 0) / 2 = 1/6.
     result = voc_eval(
-        det_image_ids=[0, 1, 2, 1], det_classes=[0, 1, 2, 3], det_scores=[0.9, 0.8, 0.7, 0.6],
+        det_image_ids=[0, 1, 2, 1],
+        det_classes=[0, 1, 2, 3],
+        det_scores=[0.9, 0.8, 0.7, 0.6],
         det_boxes=[[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]],
-        gt_image_ids=[0, 0, 3, 1, 2], gt_classes=[0, 0, 0, 1, 3],
-        gt_boxes=[[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10], [0, 0, 10, 10],
-                  [50, 50, 60, 60]],
-        gt_difficult=[False, False, False, True, False], num_classes=4,
+        gt_image_ids=[0, 0, 3, 1, 2],
+        gt_classes=[0, 0, 0, 1, 3],
+        gt_boxes=[
+            [0, 0, 10, 10],
+            [20, 20, 30, 30],
+            [0, 0, 10, 10],
+            [0, 0, 10, 10],
+            [50, 50, 60, 60],
+        ],
+        gt_difficult=[False, False, False, True, False],
+        num_classes=4,
     )
     assert result.ap[0, 0] == pytest.approx(1 / 3)
     assert np.isnan(result.ap[0, 1]) and np.isnan(result.ap[0, 2])
@@ -149,24 +177,52 @@ def test_voc_eval_classes_without_positives_and_images_without_detections():
 
 def test_voc_eval_without_any_detection_or_ground_truth():
     no_dets = voc_eval(
-        det_image_ids=[], det_boxes=[], det_scores=[], det_classes=[],
-        gt_image_ids=[0], gt_boxes=[[0, 0, 5, 5]], gt_classes=[1], num_classes=2,
+        det_image_ids=[],
+        det_boxes=[],
+        det_scores=[],
+        det_classes=[],
+        gt_image_ids=[0],
+        gt_boxes=[[0, 0, 5, 5]],
+        gt_classes=[1],
+        num_classes=2,
     )
     assert np.isnan(no_dets.ap[0, 0]) and no_dets.ap[0, 1] == 0.0
     no_gts = voc_eval(
-        det_image_ids=[0], det_boxes=[[0, 0, 5, 5]], det_scores=[1.0], det_classes=[0],
-        gt_image_ids=[], gt_boxes=[], gt_classes=[], num_classes=1,
+        det_image_ids=[0],
+        det_boxes=[[0, 0, 5, 5]],
+        det_scores=[1.0],
+        det_classes=[0],
+        gt_image_ids=[],
+        gt_boxes=[],
+        gt_classes=[],
+        num_classes=1,
     )
     assert np.isnan(no_gts.mean_ap()[0])
 
 
 def test_voc_eval_rejects_bad_inputs_with_a_message():
     with pytest.raises(ValueError, match="det_classes must lie in"):
-        voc_eval(det_image_ids=[0], det_boxes=[[0, 0, 1, 1]], det_scores=[1], det_classes=[5],
-                 gt_image_ids=[], gt_boxes=[], gt_classes=[], num_classes=2)
+        voc_eval(
+            det_image_ids=[0],
+            det_boxes=[[0, 0, 1, 1]],
+            det_scores=[1],
+            det_classes=[5],
+            gt_image_ids=[],
+            gt_boxes=[],
+            gt_classes=[],
+            num_classes=2,
+        )
     with pytest.raises(ValueError, match="det_scores has 2 rows"):
-        voc_eval(det_image_ids=[0], det_boxes=[[0, 0, 1, 1]], det_scores=[1, 2],
-                 det_classes=[0], gt_image_ids=[], gt_boxes=[], gt_classes=[], num_classes=2)
+        voc_eval(
+            det_image_ids=[0],
+            det_boxes=[[0, 0, 1, 1]],
+            det_scores=[1, 2],
+            det_classes=[0],
+            gt_image_ids=[],
+            gt_boxes=[],
+            gt_classes=[],
+            num_classes=2,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,8 +250,11 @@ def reference_voc_eval(dets, gts, num_classes, threshold, use_07_metric, plus_on
                 iw = max(min(bb[2], gt[2]) - max(bb[0], gt[0]) + one, 0.0)
                 ih = max(min(bb[3], gt[3]) - max(bb[1], gt[1]) + one, 0.0)
                 inter = iw * ih
-                union = ((bb[2] - bb[0] + one) * (bb[3] - bb[1] + one)
-                         + (gt[2] - gt[0] + one) * (gt[3] - gt[1] + one) - inter)
+                union = (
+                    (bb[2] - bb[0] + one) * (bb[3] - bb[1] + one)
+                    + (gt[2] - gt[0] + one) * (gt[3] - gt[1] + one)
+                    - inter
+                )
                 iou = inter / union
                 if iou > best_iou:
                     best_iou, best = iou, record
@@ -229,8 +288,11 @@ def reference_voc_eval(dets, gts, num_classes, threshold, use_07_metric, plus_on
             mpre = [0.0, *prec, 0.0]
             for i in range(len(mpre) - 2, -1, -1):
                 mpre[i] = max(mpre[i], mpre[i + 1])
-            ap = sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]
-                     for i in range(len(mrec) - 1) if mrec[i + 1] != mrec[i])
+            ap = sum(
+                (mrec[i + 1] - mrec[i]) * mpre[i + 1]
+                for i in range(len(mrec) - 1)
+                if mrec[i + 1] != mrec[i]
+            )
         aps.append(ap)
     return aps
 
@@ -256,17 +318,23 @@ def _random_dataset(seed, num_images=40, num_classes=4, integer=False):
             box = [x1, y1, x1 + rng.uniform(5, 60), y1 + rng.uniform(5, 60)]
             dets.append((image, int(rng.integers(0, num_classes)), float(rng.random()), box))
     # Keep x1 <= x2 after jitter.
-    dets = [(i, c, s, [min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])])
-            for i, c, s, b in dets]
+    dets = [
+        (i, c, s, [min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])])
+        for i, c, s, b in dets
+    ]
     return gts, dets
 
 
 def _arrays(gts, dets, num_classes):
     return {
-        "det_image_ids": [d[0] for d in dets], "det_classes": [d[1] for d in dets],
-        "det_scores": [d[2] for d in dets], "det_boxes": [d[3] for d in dets],
-        "gt_image_ids": [g[0] for g in gts], "gt_classes": [g[1] for g in gts],
-        "gt_boxes": [g[2] for g in gts], "gt_difficult": [g[3] for g in gts],
+        "det_image_ids": [d[0] for d in dets],
+        "det_classes": [d[1] for d in dets],
+        "det_scores": [d[2] for d in dets],
+        "det_boxes": [d[3] for d in dets],
+        "gt_image_ids": [g[0] for g in gts],
+        "gt_classes": [g[1] for g in gts],
+        "gt_boxes": [g[2] for g in gts],
+        "gt_difficult": [g[3] for g in gts],
         "num_classes": num_classes,
     }
 
@@ -275,14 +343,22 @@ def _arrays(gts, dets, num_classes):
 @pytest.mark.parametrize("legacy_plus_one", [False, True])
 def test_voc_eval_agrees_with_slow_reference_on_random_data(use_07_metric, legacy_plus_one):
     num_classes = 4
-    gts, dets = _random_dataset(seed=7 + 2 * use_07_metric + legacy_plus_one,
-                                num_classes=num_classes, integer=legacy_plus_one)
+    gts, dets = _random_dataset(
+        seed=7 + 2 * use_07_metric + legacy_plus_one,
+        num_classes=num_classes,
+        integer=legacy_plus_one,
+    )
     thresholds = (0.5, 0.7)
-    result = voc_eval(**_arrays(gts, dets, num_classes), iou_thresholds=thresholds,
-                      use_07_metric=use_07_metric, legacy_plus_one=legacy_plus_one)
+    result = voc_eval(
+        **_arrays(gts, dets, num_classes),
+        iou_thresholds=thresholds,
+        use_07_metric=use_07_metric,
+        legacy_plus_one=legacy_plus_one,
+    )
     for t, threshold in enumerate(thresholds):
-        expected = reference_voc_eval(dets, gts, num_classes, threshold, use_07_metric,
-                                      legacy_plus_one)
+        expected = reference_voc_eval(
+            dets, gts, num_classes, threshold, use_07_metric, legacy_plus_one
+        )
         np.testing.assert_allclose(result.ap[t], expected, rtol=0, atol=1e-12)
     # The data exercise every rule: positives, difficult ground truths, a class without any.
     assert np.isnan(result.ap[0, -1]) and np.isfinite(result.ap[0, :-1]).all()
@@ -331,15 +407,23 @@ def _pycocotools_stats(gts, dets, num_images, num_classes):
             "images": [{"id": i + 1, "width": 300, "height": 300} for i in range(num_images)],
             "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
             "annotations": [
-                {"id": n + 1, "image_id": i + 1, "category_id": c + 1, "bbox": xywh(b),
-                 "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0}
+                {
+                    "id": n + 1,
+                    "image_id": i + 1,
+                    "category_id": c + 1,
+                    "bbox": xywh(b),
+                    "area": (b[2] - b[0]) * (b[3] - b[1]),
+                    "iscrowd": 0,
+                }
                 for n, (i, c, b, _) in enumerate(gts)
             ],
         }
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(
-            [{"image_id": i + 1, "category_id": c + 1, "bbox": xywh(b), "score": s}
-             for i, c, s, b in dets]
+            [
+                {"image_id": i + 1, "category_id": c + 1, "bbox": xywh(b), "score": s}
+                for i, c, s, b in dets
+            ]
         )
         coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
         coco_eval.evaluate()
@@ -351,8 +435,9 @@ def _pycocotools_stats(gts, dets, num_images, num_classes):
 def test_voc_area_ap_agrees_with_pycocotools_101_point_ap():
     num_images, num_classes = 60, 3
     gts, dets = _disjoint_dataset(seed=3, num_images=num_images, num_classes=num_classes)
-    result = voc_eval(**_arrays(gts, dets, num_classes), iou_thresholds=COCO_IOU_THRESHOLDS,
-                      use_07_metric=False)
+    result = voc_eval(
+        **_arrays(gts, dets, num_classes), iou_thresholds=COCO_IOU_THRESHOLDS, use_07_metric=False
+    )
     stats = _pycocotools_stats(gts, dets, num_images, num_classes)
     mean_ap = result.mean_ap()
     assert 0.3 < mean_ap[0] < 0.95  # a curve with both TPs and FPs, not a degenerate one

@@ -13,8 +13,11 @@ def random_case(seed, num_images=2, channels=5, height=9, width=13, per_image=(7
     boxes = []
     for count in per_image[:num_images]:
         # Boxes in input pixels at stride 8, some reaching past the map, some tiny.
-        xy = torch.rand(count, 2, generator=g, dtype=torch.float64) * torch.tensor(
-            [width * 8.0, height * 8.0], dtype=torch.float64) - 8
+        xy = (
+            torch.rand(count, 2, generator=g, dtype=torch.float64)
+            * torch.tensor([width * 8.0, height * 8.0], dtype=torch.float64)
+            - 8
+        )
         wh = torch.rand(count, 2, generator=g, dtype=torch.float64) * 60 + 0.5
         boxes.append(torch.cat([xy, xy + wh], dim=1))
     return feature, boxes

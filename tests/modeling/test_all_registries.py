@@ -109,8 +109,12 @@ def run_matcher(name):
     g = torch.Generator().manual_seed(0)
     corners = torch.rand(13, 2, generator=g) * 50
     boxes = Boxes(torch.cat([corners, corners + 5 + torch.rand(13, 2, generator=g) * 40], 1))
-    inputs = MatchInputs(iou=pairwise_iou(boxes[:3], boxes[3:]), gt_boxes=boxes[:3],
-                         candidates=boxes[3:], num_per_level=[6, 4])
+    inputs = MatchInputs(
+        iou=pairwise_iou(boxes[:3], boxes[3:]),
+        gt_boxes=boxes[:3],
+        candidates=boxes[3:],
+        num_per_level=[6, 4],
+    )
     for node in (cfg.MODEL.RPN.MATCHER, cfg.MODEL.ROI_HEADS.MATCHER):
         node.NAME = name
         matches, labels = build_matcher(cfg, node)(inputs)
@@ -147,8 +151,13 @@ def run_proposal_generator(name):
     gen.train()
     # Proposals that came with the input (a precomputed file): generators that make their
     # own ignore them, PrecomputedProposals passes them on.
-    given = [Instances((96, 128), proposal_boxes=Boxes(torch.tensor([[5.0, 5.0, 50.0, 60.0]])),
-                       objectness_logits=torch.tensor([1.0]))]
+    given = [
+        Instances(
+            (96, 128),
+            proposal_boxes=Boxes(torch.tensor([[5.0, 5.0, 50.0, 60.0]])),
+            objectness_logits=torch.tensor([1.0]),
+        )
+    ]
     proposals, losses = gen(images, feats, [gt_instances()], given)
     assert len(proposals) == 1 and all(torch.isfinite(v) for v in losses.values())
     assert len(proposals[0]) > 0

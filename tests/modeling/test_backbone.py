@@ -65,7 +65,7 @@ def test_paper_input_gives_38x63_map(name):
 def test_forward_shapes_on_small_inputs(make):
     torch.manual_seed(0)
     backbone = make().eval()
-    (name, spec), = backbone.output_shape().items()
+    ((name, spec),) = backbone.output_shape().items()
     assert spec.stride == 16
     sizes = [((50, 70), (4, 5)), ((32, 48), (32 // spec.stride, 48 // spec.stride))]
     with torch.no_grad():
@@ -312,7 +312,9 @@ def test_tiny_backbone_returns_the_requested_stages():
     # Stage i halves the size i times: 64x96 -> 8x12 at stride 8, 4x6 at stride 16.
     assert out["stage3"].shape == (1, 8, 8, 12) and out["stage4"].shape == (1, 10, 4, 6)
     assert {k: (v.channels, v.stride) for k, v in backbone.output_shape().items()} == {
-        "stage3": (8, 8), "stage4": (10, 16)}
+        "stage3": (8, 8),
+        "stage4": (10, 16),
+    }
     only3 = TinyBackbone(channels=[4, 6, 8, 10], out_features=["stage3"])
     assert set(only3(torch.rand(1, 3, 64, 96))) == {"stage3"}
     with pytest.raises(ValueError, match="MODEL.TINY.OUT_FEATURES"):
@@ -351,6 +353,8 @@ def test_select_feature_shapes_keeps_order_and_names_the_key():
 
     shapes = {"stage3": ShapeSpec(channels=8, stride=8), "stage4": ShapeSpec(16, stride=16)}
     assert select_feature_shapes(shapes, ["stage4", "stage3"], "K") == [
-        shapes["stage4"], shapes["stage3"]]
+        shapes["stage4"],
+        shapes["stage3"],
+    ]
     with pytest.raises(KeyError, match=r"MODEL.RPN.IN_FEATURES names \['res4'\].*stage3"):
         select_feature_shapes(shapes, ["res4"], "MODEL.RPN.IN_FEATURES")

@@ -86,8 +86,14 @@ def test_vgg_head_dropout_only_in_training():
 def test_conv_fc_head_matches_functional_computation():
     torch.manual_seed(0)
     head = ConvFCHead(
-        in_channels=4, pooled_height=5, pooled_width=5, num_conv=2, conv_dim=6, num_fc=1,
-        fc_dim=10, dropout=0.0,
+        in_channels=4,
+        pooled_height=5,
+        pooled_width=5,
+        num_conv=2,
+        conv_dim=6,
+        num_fc=1,
+        fc_dim=10,
+        dropout=0.0,
     ).eval()
     x = torch.randn(3, 4, 5, 5)
     conv1, conv2 = head.convs
@@ -104,8 +110,13 @@ def test_conv_fc_head_matches_functional_computation():
 )
 def test_conv_fc_head_output_dim(num_conv, num_fc, expected_dim):
     head = ConvFCHead(
-        in_channels=4, pooled_height=5, pooled_width=5, num_conv=num_conv, conv_dim=6,
-        num_fc=num_fc, fc_dim=10,
+        in_channels=4,
+        pooled_height=5,
+        pooled_width=5,
+        num_conv=num_conv,
+        conv_dim=6,
+        num_fc=num_fc,
+        fc_dim=10,
     )
     x = torch.randn(3, 4, 5, 5)
     out = head(x)
@@ -145,8 +156,12 @@ def test_res5_head_matches_torchvision_layer4():
     [
         ("VGGFCHead", ShapeSpec(channels=16, height=7, width=7), {"FC_DIM": 32}, 32),
         # ConvFCHead: one 8-channel conv keeps 7x7, no fc: D = 8 * 7 * 7.
-        ("ConvFCHead", ShapeSpec(channels=16, height=7, width=7),
-         {"NUM_CONV": 1, "CONV_DIM": 8, "NUM_FC": 0}, 8 * 49),
+        (
+            "ConvFCHead",
+            ShapeSpec(channels=16, height=7, width=7),
+            {"NUM_CONV": 1, "CONV_DIM": 8, "NUM_FC": 0},
+            8 * 49,
+        ),
         ("Res5Head", ShapeSpec(channels=1024, height=14, width=14), {}, 2048),
     ],
 )
@@ -170,8 +185,14 @@ def test_build_from_config(name, input_shape, settings, expected_dim):
 def test_conv_fc_head_norm_matches_functional_computation(norm):
     torch.manual_seed(0)
     head = ConvFCHead(
-        in_channels=4, pooled_height=5, pooled_width=5, num_conv=1, conv_dim=8, num_fc=1,
-        fc_dim=64, norm=norm,
+        in_channels=4,
+        pooled_height=5,
+        pooled_width=5,
+        num_conv=1,
+        conv_dim=8,
+        num_fc=1,
+        fc_dim=64,
+        norm=norm,
     ).train()
     # Normalized layers carry no bias: the norm's shift replaces it.
     assert head.convs[0].bias is None and head.fcs[0].bias is None

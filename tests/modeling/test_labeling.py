@@ -24,8 +24,9 @@ class RecordingMatcher(Matcher):
     seen: list = []
 
     def __init__(self):
-        self.inner = IoUMatcher(thresholds=[0.3, 0.7], labels=[0, -1, 1],
-                                allow_low_quality_matches=True)
+        self.inner = IoUMatcher(
+            thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True
+        )
 
     @classmethod
     def from_config(cls, cfg, node, input_shape=None):
@@ -53,8 +54,9 @@ def _cfg(*overrides):
 
 def test_invalid_candidates_are_never_matched_and_ignored():
     gt = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
-    candidates = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0],
-                                     [50.0, 50.0, 60.0, 60.0]]))
+    candidates = Boxes(
+        torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
+    )
     matcher = IoUMatcher(thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True)
     _, labels = match_candidates(matcher, candidates, gt)
     assert labels.tolist() == [1, 1, 0]
@@ -72,10 +74,10 @@ def test_matched_targets_copy_every_gt_field():
         gt_classes=torch.tensor([2, 0]),
         gt_attributes=torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
     )
-    candidates = Boxes(torch.tensor([[0.0, 0.0, 10.0, 9.0], [21.0, 20.0, 40.0, 40.0],
-                                     [50.0, 0.0, 60.0, 10.0]]))
-    matcher = IoUMatcher(thresholds=[0.0, 0.5], labels=[-1, 0, 1],
-                         allow_low_quality_matches=False)
+    candidates = Boxes(
+        torch.tensor([[0.0, 0.0, 10.0, 9.0], [21.0, 20.0, 40.0, 40.0], [50.0, 0.0, 60.0, 10.0]])
+    )
+    matcher = IoUMatcher(thresholds=[0.0, 0.5], labels=[-1, 0, 1], allow_low_quality_matches=False)
     matches, labels = match_candidates(matcher, candidates, gt.gt_boxes)
     targets = matched_targets(gt, matches, labels, candidates, background_class=3)
     assert labels.tolist() == [1, 1, 0]
@@ -83,9 +85,12 @@ def test_matched_targets_copy_every_gt_field():
     assert targets["gt_attributes"].tolist() == [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]
     assert targets["gt_boxes"].tensor[1].tolist() == [20.0, 20.0, 40.0, 40.0]
     # No ground truth: background everywhere, zero attributes, the candidates as boxes.
-    empty = Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4)),
-                      gt_classes=torch.zeros(0, dtype=torch.int64),
-                      gt_attributes=torch.zeros(0, 2))
+    empty = Instances(
+        (64, 64),
+        gt_boxes=Boxes(torch.zeros(0, 4)),
+        gt_classes=torch.zeros(0, dtype=torch.int64),
+        gt_attributes=torch.zeros(0, 2),
+    )
     matches, labels = match_candidates(matcher, candidates, empty.gt_boxes)
     targets = matched_targets(empty, matches, labels, candidates, background_class=3)
     assert targets["gt_classes"].tolist() == [3, 3, 3]

@@ -22,8 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_anchor_sizes_per_level_by_hand():
-    gen = DefaultAnchorGenerator(sizes=[[16], [32]], aspect_ratios=[1.0], strides=[8, 16],
-                                 offset=0.5)
+    gen = DefaultAnchorGenerator(
+        sizes=[[16], [32]], aspect_ratios=[1.0], strides=[8, 16], offset=0.5
+    )
     fine, coarse = gen([torch.zeros(1, 1, 2, 3), torch.zeros(1, 1, 1, 2)])
     # Level 0: 16 px centred at ((x + 0.5) * 8, (y + 0.5) * 8); level 1: 32 px at stride 16.
     assert fine[:2].tolist() == [[-4.0, -4.0, 12.0, 12.0], [4.0, -4.0, 20.0, 12.0]]
@@ -47,10 +48,15 @@ def test_anchor_sizes_per_level_are_checked():
 def _two_level_inputs():
     """Level 0: three boxes at x 0..10 (two overlap at IoU 0.8); level 1: two boxes, one
     overlapping level 0's best. Zero deltas decode to the anchors themselves."""
-    anchors = torch.tensor([
-        [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 8.0], [20.0, 0.0, 30.0, 10.0],   # level 0
-        [0.0, 0.0, 10.0, 9.0], [40.0, 0.0, 50.0, 10.0],                           # level 1
-    ])
+    anchors = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],
+            [0.0, 0.0, 10.0, 8.0],
+            [20.0, 0.0, 30.0, 10.0],  # level 0
+            [0.0, 0.0, 10.0, 9.0],
+            [40.0, 0.0, 50.0, 10.0],  # level 1
+        ]
+    )
     logits = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
     return anchors, logits, torch.zeros(1, 5, 4)
 
@@ -58,8 +64,16 @@ def _two_level_inputs():
 def _proposals(per_level, pre, post, nms_thresh=0.7):
     anchors, logits, deltas = _two_level_inputs()
     (out,) = find_top_proposals(
-        anchors, logits, deltas, DeltaXYWHBoxCoder(weights=(1.0, 1.0, 1.0, 1.0)), [(64, 64)], [1.0],
-        pre_nms_topk=pre, post_nms_topk=post, nms_thresh=nms_thresh, min_size=0.0,
+        anchors,
+        logits,
+        deltas,
+        DeltaXYWHBoxCoder(weights=(1.0, 1.0, 1.0, 1.0)),
+        [(64, 64)],
+        [1.0],
+        pre_nms_topk=pre,
+        post_nms_topk=post,
+        nms_thresh=nms_thresh,
+        min_size=0.0,
         num_anchors_per_level=[3, 2] if per_level else None,
     )
     return out.objectness_logits.tolist()
@@ -129,8 +143,10 @@ def test_rpn_reads_the_node_it_is_built_from():
     cfg = _two_map_cfg()
     node = cfg.MODEL.RPN.clone()
     node.NAME, node.POST_NMS_TOPK_TEST, node.TOPK_SCOPE = "RPN", 7, "per_level"
-    shapes = {"stage3": ShapeSpec(channels=64, stride=8),
-              "stage4": ShapeSpec(channels=64, stride=16)}
+    shapes = {
+        "stage3": ShapeSpec(channels=64, stride=8),
+        "stage4": ShapeSpec(channels=64, stride=16),
+    }
     rpn = build_proposal_generator(cfg, node=node, input_shape=shapes)
     assert (rpn.post_nms_topk[1], rpn.topk_scope) == (7, "per_level")
     # Through MODEL.PROPOSAL_GENERATOR (NAME only), MODEL.RPN's settings apply.
@@ -143,8 +159,7 @@ def test_assign_levels_by_hand():
     # 5000 -> clamped to 5. A 100 x 400 box has sqrt(area) 200: level 3.
     sides = [224.0, 112.0, 447.0, 448.0, 10.0, 5000.0]
     boxes = Boxes(torch.tensor([[0.0, 0.0, s, s] for s in sides] + [[0.0, 0.0, 400.0, 100.0]]))
-    levels = assign_levels(boxes, min_level=2, max_level=5, canonical_size=224,
-                           canonical_level=4)
+    levels = assign_levels(boxes, min_level=2, max_level=5, canonical_size=224, canonical_level=4)
     assert levels.tolist() == [4, 3, 4, 5, 2, 5, 3]
 
 
@@ -152,12 +167,19 @@ def test_multilevel_pooler_equals_roialign_on_the_chosen_map():
     g = torch.Generator().manual_seed(0)
     # Two images, maps at strides 4, 8, 16 of a 64 x 96 (non-square) padded input.
     features = [torch.randn(2, 3, 64 // s, 96 // s, generator=g) for s in (4, 8, 16)]
-    pooler = MultiLevelROIAlign(output_size=3, strides=[4, 8, 16], in_channels=3,
-                                canonical_size=16, canonical_level=3, sampling_ratio=2)
+    pooler = MultiLevelROIAlign(
+        output_size=3,
+        strides=[4, 8, 16],
+        in_channels=3,
+        canonical_size=16,
+        canonical_level=3,
+        sampling_ratio=2,
+    )
     boxes = [
         Boxes(torch.tensor([[1.0, 2.0, 9.0, 10.0], [4.0, 4.0, 60.0, 40.0]])),  # 8 px, ~47 px
-        Boxes(torch.tensor([[10.0, 5.0, 30.0, 21.0], [0.0, 0.0, 3.0, 3.0],
-                            [20.0, 10.0, 90.0, 60.0]])),  # ~18 px, 3 px, ~59 px
+        Boxes(
+            torch.tensor([[10.0, 5.0, 30.0, 21.0], [0.0, 0.0, 3.0, 3.0], [20.0, 10.0, 90.0, 60.0]])
+        ),  # ~18 px, 3 px, ~59 px
     ]
     out = pooler(features, boxes)
     # Levels: 8 -> 2, 47 -> 4, 18 -> 3, 3 -> 2 (clamped), 59 -> 4; level k = map of stride
@@ -166,9 +188,10 @@ def test_multilevel_pooler_equals_roialign_on_the_chosen_map():
     flat = [(image, b) for image, bs in enumerate(boxes) for b in bs.tensor]
     assert out.shape == (5, 3, 3, 3)
     for row, ((image, box), index) in enumerate(zip(flat, expected_map)):
-        single = ROIAlign(output_size=3, spatial_scale=1 / (4 * 2 ** index), in_channels=3,
-                          sampling_ratio=2)
-        reference = single([features[index][image:image + 1]], [Boxes(box[None])])
+        single = ROIAlign(
+            output_size=3, spatial_scale=1 / (4 * 2**index), in_channels=3, sampling_ratio=2
+        )
+        reference = single([features[index][image : image + 1]], [Boxes(box[None])])
         torch.testing.assert_close(out[row], reference[0])
 
 

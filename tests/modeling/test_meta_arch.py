@@ -31,7 +31,9 @@ def batch(num_classes: int):
     g = torch.Generator().manual_seed(0)
     first = {
         "image": torch.rand(3, 96, 128, generator=g) * 255,
-        "height": 192, "width": 256, "image_id": "a",
+        "height": 192,
+        "width": 256,
+        "image_id": "a",
         "instances": Instances(
             (96, 128),
             gt_boxes=Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 120.0, 90.0]])),
@@ -40,7 +42,9 @@ def batch(num_classes: int):
     }
     second = {
         "image": torch.rand(3, 80, 112, generator=g) * 255,
-        "height": 160, "width": 224, "image_id": "b",
+        "height": 160,
+        "width": 224,
+        "image_id": "b",
         "instances": Instances(
             (80, 112), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0).long()
         ),
@@ -49,9 +53,13 @@ def batch(num_classes: int):
 
 
 def test_model_configs_are_found():
-    assert {"configs/faster_rcnn_vgg16.yaml", "configs/faster_rcnn_zf.yaml",
-            "configs/faster_rcnn_r50_c4.yaml", "configs/rpn_vgg16.yaml",
-            "configs/quickstart/faster_rcnn_tiny.yaml"} <= set(MODEL_CONFIGS)
+    assert {
+        "configs/faster_rcnn_vgg16.yaml",
+        "configs/faster_rcnn_zf.yaml",
+        "configs/faster_rcnn_r50_c4.yaml",
+        "configs/rpn_vgg16.yaml",
+        "configs/quickstart/faster_rcnn_tiny.yaml",
+    } <= set(MODEL_CONFIGS)
 
 
 @pytest.mark.parametrize("config_file", MODEL_CONFIGS)
@@ -142,9 +150,13 @@ class FixedOutputs(nn.Module):
     def forward(self, images, features, *args):
         (size,) = images.image_sizes
         n = len(self.boxes)
-        result = Instances(size, **{self.field: Boxes(self.boxes.clone())},
-                           scores=torch.ones(n), pred_classes=torch.zeros(n, dtype=torch.long),
-                           objectness_logits=torch.ones(n))
+        result = Instances(
+            size,
+            **{self.field: Boxes(self.boxes.clone())},
+            scores=torch.ones(n),
+            pred_classes=torch.zeros(n, dtype=torch.long),
+            objectness_logits=torch.ones(n),
+        )
         return [result], {}
 
 
@@ -170,12 +182,16 @@ def test_detector_postprocess_scales_x_and_y_separately():
 def test_inference_returns_boxes_in_original_image_pixels(meta_arch):
     common = dict(backbone=NoFeatures(), pixel_mean=[0.0] * 3, pixel_std=[1.0] * 3)
     if meta_arch == "GeneralizedRCNN":
-        model = GeneralizedRCNN(proposal_generator=FixedOutputs("proposal_boxes", []),
-                                roi_heads=FixedOutputs("pred_boxes", RESIZED_BOXES), **common)
+        model = GeneralizedRCNN(
+            proposal_generator=FixedOutputs("proposal_boxes", []),
+            roi_heads=FixedOutputs("pred_boxes", RESIZED_BOXES),
+            **common,
+        )
         key, field = "instances", "pred_boxes"
     else:
-        model = ProposalNetwork(proposal_generator=FixedOutputs("proposal_boxes", RESIZED_BOXES),
-                                **common)
+        model = ProposalNetwork(
+            proposal_generator=FixedOutputs("proposal_boxes", RESIZED_BOXES), **common
+        )
         key, field = "proposals", "proposal_boxes"
     inputs = [{"image": torch.zeros(3, 150, 400), "height": 100, "width": 200}]
     with torch.no_grad():

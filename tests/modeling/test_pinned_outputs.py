@@ -38,15 +38,20 @@ def pinned_batch(scale: int = 1) -> list[dict]:
     first_boxes = [[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 120.0, 90.0], [30.0, 40.0, 50.0, 56.0]]
     first = {
         "image": torch.rand(3, 96 * scale, 128 * scale, generator=g) * 255,
-        "height": 192 * scale, "width": 320 * scale, "image_id": "a",
+        "height": 192 * scale,
+        "width": 320 * scale,
+        "image_id": "a",
         "instances": Instances(
-            (96 * scale, 128 * scale), gt_boxes=Boxes(torch.tensor(first_boxes) * scale),
+            (96 * scale, 128 * scale),
+            gt_boxes=Boxes(torch.tensor(first_boxes) * scale),
             gt_classes=torch.tensor([0, 2, 1]),
         ),
     }
     second = {
         "image": torch.rand(3, 80 * scale, 112 * scale, generator=g) * 255,
-        "height": 160 * scale, "width": 224 * scale, "image_id": "b",
+        "height": 160 * scale,
+        "width": 224 * scale,
+        "image_id": "b",
         "instances": Instances(
             (80 * scale, 112 * scale),
             gt_boxes=Boxes(torch.tensor([[5.0, 5.0, 100.0, 60.0]]) * scale),
@@ -82,15 +87,19 @@ def figures(config_file: str, scale: int = 1) -> dict:
     for i, p in enumerate(captured["proposals"]):
         boxes = p.proposal_boxes.tensor
         out[f"proposals_{i}"] = {
-            "count": len(p), "first": boxes[:3].tolist(), "sum": float(boxes.sum()),
+            "count": len(p),
+            "first": boxes[:3].tolist(),
+            "sum": float(boxes.sum()),
             "logits_sum": float(p.objectness_logits.sum()),
         }
     for i, r in enumerate(results):
         if "instances" in r:
             inst = r["instances"]
             out[f"detections_{i}"] = {
-                "count": len(inst), "first": inst.pred_boxes.tensor[:3].tolist(),
-                "sum": float(inst.pred_boxes.tensor.sum()), "scores_sum": float(inst.scores.sum()),
+                "count": len(inst),
+                "first": inst.pred_boxes.tensor[:3].tolist(),
+                "sum": float(inst.pred_boxes.tensor.sum()),
+                "scores_sum": float(inst.scores.sum()),
                 "classes": inst.pred_classes[:10].tolist(),
             }
     return out

@@ -67,8 +67,13 @@ def test_roi_align_aligned_flag_by_hand(implementation):
     # the half-pixel shift the centres are at 1 and 3; with it (pixel i covers [i, i + 1)),
     # at 0.5 and 2.5, in x and in y.
     feature = position_map(5, 5)
-    kwargs = dict(output_size=2, spatial_scale=1.0, in_channels=2, sampling_ratio=1,
-                  implementation=implementation)
+    kwargs = dict(
+        output_size=2,
+        spatial_scale=1.0,
+        in_channels=2,
+        sampling_ratio=1,
+        implementation=implementation,
+    )
     unaligned = ROIAlign(aligned=False, **kwargs)([feature], [boxes([0, 0, 4, 4])])
     aligned = ROIAlign(aligned=True, **kwargs)([feature], [boxes([0, 0, 4, 4])])
     assert unaligned[0].tolist() == [[[1.0, 3.0], [1.0, 3.0]], [[1.0, 1.0], [3.0, 3.0]]]
@@ -200,10 +205,13 @@ def test_concat_roi_align_is_each_maps_roi_align_side_by_side():
     out = pooler([fine, coarse], rois)
     # Oracle: torchvision's RoIAlign on each map with its own scale, channels side by side.
     tensors = [b.tensor for b in rois]
-    expected = torch.cat([
-        roi_align(fine, tensors, 4, 1 / 8, sampling_ratio=2, aligned=True),
-        roi_align(coarse, tensors, 4, 1 / 16, sampling_ratio=2, aligned=True),
-    ], dim=1)
+    expected = torch.cat(
+        [
+            roi_align(fine, tensors, 4, 1 / 8, sampling_ratio=2, aligned=True),
+            roi_align(coarse, tensors, 4, 1 / 16, sampling_ratio=2, aligned=True),
+        ],
+        dim=1,
+    )
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert pooler.output_shape() == ShapeSpec(channels=8, height=4, width=4)
     with pytest.raises(ValueError, match="MODEL.ROI_HEADS.IN_FEATURES"):

@@ -25,8 +25,9 @@ def test_padding_multiple_is_the_lcm_of_the_set_values():
 
 
 def test_batch_normalized_padded_and_in_the_given_layout():
-    pre = ImagePreprocessor([10.0, 20.0], [2.0, 5.0], size_divisibility=8,
-                            memory_format=torch.channels_last)
+    pre = ImagePreprocessor(
+        [10.0, 20.0], [2.0, 5.0], size_divisibility=8, memory_format=torch.channels_last
+    )
     inputs = [
         {"image": torch.full((2, 5, 9), 30.0), "height": 10, "width": 27},
         {"image": torch.full((2, 7, 3), 20.0)},
@@ -61,9 +62,13 @@ def test_inputs_are_checked_naming_the_image():
     assert pre.proposals([{"image_id": "a"}]) is None
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last),
-])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("contiguous", torch.contiguous_format),
+        ("channels_last", torch.channels_last),
+    ],
+)
 def test_build_model_fixes_the_preprocessor_layout(key, expected):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs/quickstart/faster_rcnn_tiny.yaml"))

@@ -65,8 +65,11 @@ def test_sampling_fractions_and_thresholds():
 
 def test_ground_truth_is_appended_and_background_lower_bound():
     heads = small_roi_heads(**{"MODEL.ROI_HEADS.MATCHER.IOU_THRESHOLDS": [0.1, 0.5]})
-    gt = Instances((256, 256), gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 50.0]])),
-                   gt_classes=torch.tensor([1]))
+    gt = Instances(
+        (256, 256),
+        gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 50.0]])),
+        gt_classes=torch.tensor([1]),
+    )
     # One far-away proposal (IoU 0: below the 0.1 lower bound -> ignored), one background.
     props = Boxes(torch.tensor([[200.0, 200.0, 240.0, 240.0], [30.0, 10.0, 70.0, 50.0]]))
     sampled = heads.label_and_sample_proposals(
@@ -85,8 +88,9 @@ def test_image_without_ground_truth_trains_on_background_only():
     with torch.no_grad():  # uniform scores over the 3 classes: cross-entropy log 3 per RoI
         for p in heads.box_predictor.parameters():
             p.zero_()
-    gt = Instances((256, 256), gt_boxes=Boxes(torch.zeros(0, 4)),
-                   gt_classes=torch.zeros(0, dtype=torch.long))
+    gt = Instances(
+        (256, 256), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long)
+    )
     proposals = [Instances((256, 256), proposal_boxes=random_proposals(50))]
     images = ImageList(torch.zeros(1, 3, 256, 256), [(256, 256)])
     _, losses = heads(images, {"f": torch.randn(1, 8, 16, 16)}, proposals, [gt])
@@ -114,8 +118,9 @@ def test_inference_threshold_nms_and_topk():
         for p in heads.box_predictor.parameters():
             p.zero_()
         heads.box_predictor.cls_score.bias.copy_(torch.tensor([0.0, 3.0, 0.0]))
-    props = Boxes(torch.tensor([[0.0, 0.0, 20.0, 20.0], [1.0, 1.0, 21.0, 21.0],
-                                [40.0, 40.0, 60.0, 60.0]]))
+    props = Boxes(
+        torch.tensor([[0.0, 0.0, 20.0, 20.0], [1.0, 1.0, 21.0, 21.0], [40.0, 40.0, 60.0, 60.0]])
+    )
     proposals = [Instances((64, 64), proposal_boxes=props)]
     images = ImageList(torch.zeros(1, 3, 64, 64), [(64, 64)])
     det, losses = heads(images, {"f": torch.randn(1, 8, 4, 4)}, proposals)
@@ -220,8 +225,11 @@ def test_training_statistics_are_recorded_only_in_a_storage_and_leave_the_losses
     gt_boxes = torch.tensor([[20.0, 20.0, 80.0, 90.0], [120.0, 100.0, 200.0, 160.0]])
     targets = [
         Instances((256, 256), gt_boxes=Boxes(gt_boxes), gt_classes=torch.tensor([0, 1])),
-        Instances((256, 256), gt_boxes=Boxes(torch.zeros(0, 4)),
-                  gt_classes=torch.zeros(0, dtype=torch.long)),
+        Instances(
+            (256, 256),
+            gt_boxes=Boxes(torch.zeros(0, 4)),
+            gt_classes=torch.zeros(0, dtype=torch.long),
+        ),
     ]
     near = Boxes(gt_boxes.repeat(100, 1) + torch.randn(200, 4) * 3)
     proposals = [

@@ -79,8 +79,9 @@ def test_anchor_labels_follow_iou_and_best_anchor_rule():
     # 64x64 image, stride 16, one 16-px anchor per cell -> 16 anchors at (16j, 16i) corners.
     rpn = make_rpn()
     anchors = torch.cat(rpn.anchor_generator([torch.zeros(1, 4, 4, 4)]))
-    gt = Instances((64, 64), gt_boxes=Boxes(torch.tensor([[16.0, 16.0, 32.0, 32.0],
-                                                           [2.0, 40.0, 12.0, 50.0]])))
+    gt = Instances(
+        (64, 64), gt_boxes=Boxes(torch.tensor([[16.0, 16.0, 32.0, 32.0], [2.0, 40.0, 12.0, 50.0]]))
+    )
     labels, targets = rpn.label_and_sample_anchors(anchors, [(64, 64)], [gt])
     labels = labels[0]
     # Anchor i * 4 + j is [16j - 8, 16i - 8, 16j + 8, 16i + 8]. Anchor 5 is [8, 8, 24, 24]:
@@ -131,8 +132,16 @@ def test_proposals_decode_clip_min_size_topk_nms_topk():
     )
     logits = torch.tensor([[5.0, 4.0, 9.0, 3.0, 1.0]])
     out = find_top_proposals(
-        anchors, logits, torch.zeros(1, 5, 4), coder, [(80, 80)], [2.0],
-        pre_nms_topk=3, post_nms_topk=10, nms_thresh=0.7, min_size=8.0,
+        anchors,
+        logits,
+        torch.zeros(1, 5, 4),
+        coder,
+        [(80, 80)],
+        [2.0],
+        pre_nms_topk=3,
+        post_nms_topk=10,
+        nms_thresh=0.7,
+        min_size=8.0,
     )[0]
     assert out.objectness_logits.tolist() == [5.0, 3.0]
     assert torch.equal(
@@ -140,8 +149,16 @@ def test_proposals_decode_clip_min_size_topk_nms_topk():
     )
     # post-NMS top-N keeps the best one only.
     out = find_top_proposals(
-        anchors, logits, torch.zeros(1, 5, 4), coder, [(80, 80)], [2.0],
-        pre_nms_topk=3, post_nms_topk=1, nms_thresh=0.7, min_size=8.0,
+        anchors,
+        logits,
+        torch.zeros(1, 5, 4),
+        coder,
+        [(80, 80)],
+        [2.0],
+        pre_nms_topk=3,
+        post_nms_topk=1,
+        nms_thresh=0.7,
+        min_size=8.0,
     )[0]
     assert out.objectness_logits.tolist() == [5.0]
 
@@ -230,9 +247,10 @@ def test_no_objectness_ablation_draws_n_boxes_without_nms():
     images = ImageList(torch.zeros(1, 3, 48, 64), [(48, 64)])
     # Two anchors per cell, 16 and 18 px: IoU (16/18)^2 = 0.79 > 0.7, so NMS keeps one of
     # each pair (12 of 24); without the objectness there is no NMS: 10 of the 24 drawn.
-    two = dict(anchor_generator=DefaultAnchorGenerator(sizes=[16, 18], aspect_ratios=[1.0],
-                                                       strides=[16]),
-               head=StandardRPNHead(in_channels=4, num_anchors=2))
+    two = dict(
+        anchor_generator=DefaultAnchorGenerator(sizes=[16, 18], aspect_ratios=[1.0], strides=[16]),
+        head=StandardRPNHead(in_channels=4, num_anchors=2),
+    )
     rpn = _ablation_rpn(post_nms_topk=(24, 24), **two)
     with torch.no_grad():
         assert len(rpn(images, features)[0][0]) == 12
@@ -290,8 +308,9 @@ def test_head_outputs_line_up_with_the_anchor_order(objectness, anchor_idx, y, x
     ratio, size = [(0.5, 16), (0.5, 32), (2.0, 16), (2.0, 32)][anchor_idx]
     width, height = size / math.sqrt(ratio), size * math.sqrt(ratio)
     centre_x, centre_y = 16 * (x + 0.5) + 0.5 * width, 16 * (y + 0.5)
-    expected = torch.tensor([centre_x - width / 2, centre_y - height / 2,
-                             centre_x + width / 2, centre_y + height / 2])
+    expected = torch.tensor(
+        [centre_x - width / 2, centre_y - height / 2, centre_x + width / 2, centre_y + height / 2]
+    )
     expected = torch.minimum(expected.clamp(min=0), torch.tensor([80.0, 48.0, 80.0, 48.0]))
     assert out.objectness_logits[0].item() == 10.0
     assert out.objectness_logits[1:].abs().max().item() == 0.0

@@ -59,8 +59,11 @@ def build(line):
     [
         (["MODEL.ROI_HEADS.POOLER.NAME", "ROIPool"], "roi_heads.pooler", ROIPool),
         (["MODEL.ROI_HEADS.POOLER.NAME", "ROIAlign"], "roi_heads.pooler", ROIAlign),
-        (["MODEL.ANCHOR_GENERATOR.NAME", "LegacyAnchorGenerator"],
-         "proposal_generator.anchor_generator", LegacyAnchorGenerator),
+        (
+            ["MODEL.ANCHOR_GENERATOR.NAME", "LegacyAnchorGenerator"],
+            "proposal_generator.anchor_generator",
+            LegacyAnchorGenerator,
+        ),
         (["MODEL.ROI_HEADS.SAMPLER.NAME", "OHEMSampler"], "roi_heads.sampler", OHEMSampler),
     ],
 )

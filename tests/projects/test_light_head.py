@@ -51,21 +51,28 @@ def test_output_shape_and_values_match_a_hand_computation():
     expected = F.relu(F.linear(F.relu(reduced).flatten(1), fc.weight, fc.bias))
     torch.testing.assert_close(out, expected)
     # Without fcs the head returns the flattened reduced features: D = 2 * 3 * 5.
-    flat = LightConvHead(
-        in_channels=8, pooled_height=3, pooled_width=5, reduced_dim=2, num_fc=0
-    )
+    flat = LightConvHead(in_channels=8, pooled_height=3, pooled_width=5, reduced_dim=2, num_fc=0)
     assert flat(x).shape == (4, 30) and flat.output_shape().channels == 30
 
 
 def test_quickstart_sized_head_is_a_third_of_the_standard_one():
     # The quickstart's pooled RoIs (64 x 7 x 7) and fc stack (2 x 256, BN: each fc has no
     # bias, its BN a weight and a bias), counted by hand.
-    light = LightConvHead(in_channels=64, pooled_height=7, pooled_width=7, reduced_dim=16,
-                          num_fc=2, fc_dim=256, norm="BN")
-    standard = ConvFCHead(in_channels=64, pooled_height=7, pooled_width=7, num_fc=2,
-                          fc_dim=256, norm="BN")
+    light = LightConvHead(
+        in_channels=64,
+        pooled_height=7,
+        pooled_width=7,
+        reduced_dim=16,
+        num_fc=2,
+        fc_dim=256,
+        norm="BN",
+    )
+    standard = ConvFCHead(
+        in_channels=64, pooled_height=7, pooled_width=7, num_fc=2, fc_dim=256, norm="BN"
+    )
     assert num_parameters(light) == (64 * 16 + 16) + (16 * 49 * 256 + 2 * 256) + (
-        256 * 256 + 2 * 256)
+        256 * 256 + 2 * 256
+    )
     assert num_parameters(standard) == (64 * 49 * 256 + 2 * 256) + (256 * 256 + 2 * 256)
     assert num_parameters(light) == 268_304 and num_parameters(standard) == 869_376
 
@@ -73,8 +80,16 @@ def test_quickstart_sized_head_is_a_third_of_the_standard_one():
 def test_config_builds_a_model_with_the_light_head():
     cfg = get_cfg()
     cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.LIGHT_HEAD.REDUCED_DIM", "16",
-                         "MODEL.TINY.CHANNELS", "[8, 16, 24, 32]"])
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.LIGHT_HEAD.REDUCED_DIM",
+            "16",
+            "MODEL.TINY.CHANNELS",
+            "[8, 16, 24, 32]",
+        ]
+    )
     model = build_model(cfg)
     head = model.roi_heads.box_head
     assert isinstance(head, LightConvHead)

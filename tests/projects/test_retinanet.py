@@ -64,8 +64,12 @@ def test_config_builds_the_detector_from_detkit_components():
     assert model.head.cls_subnet[0][0].bias is None  # the norm's shift replaces it
     # Paper 4.1: every anchor starts as foreground with probability 0.01.
     torch.testing.assert_close(model.head.cls_score.bias.sigmoid(), torch.full((36,), 0.01))
-    sampled = small_model("MODEL.RETINANET.SAMPLER.NAME", "BalancedPositiveNegativeSampler",
-                          "MODEL.RETINANET.SAMPLER.BATCH_SIZE_PER_IMAGE", "32")
+    sampled = small_model(
+        "MODEL.RETINANET.SAMPLER.NAME",
+        "BalancedPositiveNegativeSampler",
+        "MODEL.RETINANET.SAMPLER.BATCH_SIZE_PER_IMAGE",
+        "32",
+    )
     assert isinstance(sampled.sampler, BalancedPositiveNegativeSampler)
     assert sampled.sampler.batch_size_per_image == 32
 
@@ -73,10 +77,12 @@ def test_config_builds_the_detector_from_detkit_components():
 # Three anchors against one ground truth [0, 0, 20, 10] of class 1:
 # anchor 0 has IoU 0.5 (positive), anchor 1 IoU 0 (negative), anchor 2 IoU 200/444 = 0.45
 # (between 0.4 and 0.5: ignored; not the object's best anchor either).
-ANCHORS = torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0],
-                        [0.0, 0.0, 20.0, 22.2]])
-GT = Instances((128, 128), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 20.0, 10.0]])),
-               gt_classes=torch.tensor([1]))
+ANCHORS = torch.tensor(
+    [[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0], [0.0, 0.0, 20.0, 22.2]]
+)
+GT = Instances(
+    (128, 128), gt_boxes=Boxes(torch.tensor([[0.0, 0.0, 20.0, 10.0]])), gt_classes=torch.tensor([1])
+)
 
 
 def losses_at_zero_logits(model: RetinaNet, gt: Instances) -> dict[str, float]:
@@ -102,8 +108,9 @@ def test_anchor_labels_and_losses_match_a_hand_computation():
 
 def test_image_without_objects_has_only_negatives():
     model = small_model("MODEL.RETINANET.NUM_CLASSES", "2")
-    empty = Instances((128, 128), gt_boxes=Boxes(torch.zeros(0, 4)),
-                      gt_classes=torch.zeros(0, dtype=torch.int64))
+    empty = Instances(
+        (128, 128), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
+    )
     losses = losses_at_zero_logits(model, empty)
     assert losses["loss_cls"] == pytest.approx(6 * 0.1875 * LN2, rel=1e-5)  # 3 anchors x 2
     assert losses["loss_box_reg"] == 0.0
@@ -111,10 +118,16 @@ def test_image_without_objects_has_only_negatives():
 
 def test_sampler_restricts_the_class_loss_to_its_picks():
     # One anchor per image, all positives allowed: only anchor 0 stays in the loss.
-    model = small_model("MODEL.RETINANET.NUM_CLASSES", "2",
-                        "MODEL.RETINANET.SAMPLER.NAME", "BalancedPositiveNegativeSampler",
-                        "MODEL.RETINANET.SAMPLER.BATCH_SIZE_PER_IMAGE", "1",
-                        "MODEL.RETINANET.SAMPLER.POSITIVE_FRACTION", "1.0")
+    model = small_model(
+        "MODEL.RETINANET.NUM_CLASSES",
+        "2",
+        "MODEL.RETINANET.SAMPLER.NAME",
+        "BalancedPositiveNegativeSampler",
+        "MODEL.RETINANET.SAMPLER.BATCH_SIZE_PER_IMAGE",
+        "1",
+        "MODEL.RETINANET.SAMPLER.POSITIVE_FRACTION",
+        "1.0",
+    )
     classes, _ = model.label_anchors(ANCHORS, [GT])
     assert classes.tolist() == [[1, -1, -1]]
     losses = losses_at_zero_logits(model, GT)
@@ -139,15 +152,19 @@ def test_loss_normalizer_is_a_moving_average_of_positives():
 
 
 def test_inference_thresholds_takes_topk_per_map_and_suppresses_per_class():
-    model = small_model("MODEL.RETINANET.NUM_CLASSES", "2",
-                        "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "2")
+    model = small_model(
+        "MODEL.RETINANET.NUM_CLASSES", "2", "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "2"
+    )
     images = ImageList(torch.zeros(1, 3, 100, 100), [(100, 100)])
     # Map 0: anchors 0 and 1 overlap (IoU 90/110 = 0.82); map 1: two separate anchors.
-    anchors = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0],
-                             [50.0, 50.0, 60.0, 60.0]]),
-               torch.tensor([[20.0, 20.0, 40.0, 40.0], [70.0, 70.0, 90.0, 90.0]])]
-    logits = [torch.tensor([[[2.0, -5.0], [1.0, -5.0], [-5.0, 0.0]]]),
-              torch.tensor([[[-5.0, -1.0], [-4.0, -5.0]]])]
+    anchors = [
+        torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [50.0, 50.0, 60.0, 60.0]]),
+        torch.tensor([[20.0, 20.0, 40.0, 40.0], [70.0, 70.0, 90.0, 90.0]]),
+    ]
+    logits = [
+        torch.tensor([[[2.0, -5.0], [1.0, -5.0], [-5.0, 0.0]]]),
+        torch.tensor([[[-5.0, -1.0], [-4.0, -5.0]]]),
+    ]
     deltas = [torch.zeros(1, 3, 4), torch.zeros(1, 2, 4)]
     det = model.inference(images, anchors, logits, deltas)[0]
     # Map 0 candidates above 0.05: (a0, c0) 0.88, (a1, c0) 0.73, (a2, c1) 0.5 -> the top 2

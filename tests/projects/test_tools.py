@@ -18,9 +18,22 @@ LIGHT_HEAD_CONFIG = "projects/light_head/configs/shapes_light_head.yaml"
 RETINANET_CONFIG = "projects/retinanet/configs/shapes_retinanet.yaml"
 # A few iterations of a small model: these runs check the plumbing, not what it learns.
 SHORT = [
-    "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "[2]", "SOLVER.WARMUP_ITERS", "1",
-    "SOLVER.CHECKPOINT_PERIOD", "100", "SOLVER.IMS_PER_BATCH", "2", "TEST.EVAL_PERIOD", "0",
-    "MODEL.TINY.CHANNELS", "[8, 16, 16, 32]", "DATALOADER.NUM_WORKERS", "0",
+    "SOLVER.MAX_ITER",
+    "3",
+    "SOLVER.STEPS",
+    "[2]",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "100",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "MODEL.TINY.CHANNELS",
+    "[8, 16, 16, 32]",
+    "DATALOADER.NUM_WORKERS",
+    "0",
 ]
 
 
@@ -30,15 +43,20 @@ def run(args: list[str], datasets_root: str | None = None) -> subprocess.Complet
     if datasets_root is not None:
         env["DETKIT_DATASETS"] = datasets_root
     return subprocess.run(
-        [sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 
 
 def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
-        pytest.fail(f"{proc.args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"{proc.args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -55,8 +73,17 @@ def member_line(output: str, registry: str, name: str) -> str:
 
 
 def test_list_components_shows_each_plugin_and_where_it_is_defined():
-    output = check(run(["tools/list_components.py", "--import", "projects.light_head",
-                        "--import", "projects.retinanet"])).stdout
+    output = check(
+        run(
+            [
+                "tools/list_components.py",
+                "--import",
+                "projects.light_head",
+                "--import",
+                "projects.retinanet",
+            ]
+        )
+    ).stdout
     assert member_line(output, "ROI_BOX_HEAD", "LightConvHead").endswith(
         "projects.light_head.box_head (projects/light_head/box_head.py)"
     )
@@ -83,8 +110,12 @@ def test_train_net_trains_and_evaluates_the_project_config(
     config, model_name, own_weight, tiny_shapes_root, tmp_path
 ):
     out = tmp_path / "out"
-    proc = check(run(["tools/train_net.py", "--config-file", config, *SHORT,
-                      "OUTPUT_DIR", str(out)], tiny_shapes_root))
+    proc = check(
+        run(
+            ["tools/train_net.py", "--config-file", config, *SHORT, "OUTPUT_DIR", str(out)],
+            tiny_shapes_root,
+        )
+    )
     assert f"Model: {model_name} with" in proc.stdout
     assert "Final VOC mAP@0.5 (11-point) on shapes_test" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -107,8 +138,17 @@ def test_config_without_imports_fails_with_known_names_and_the_hint(tiny_shapes_
         f"_BASE_: {REPO_ROOT / 'configs/quickstart/shapes.yaml'}\n"
         "MODEL:\n  ROI_BOX_HEAD:\n    NAME: LightConvHead\n"
     )
-    proc = run(["tools/train_net.py", "--config-file", str(config), *SHORT,
-                "OUTPUT_DIR", str(tmp_path / "out")], tiny_shapes_root)
+    proc = run(
+        [
+            "tools/train_net.py",
+            "--config-file",
+            str(config),
+            *SHORT,
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ],
+        tiny_shapes_root,
+    )
     assert proc.returncode != 0
     assert (
         "MODEL.ROI_BOX_HEAD.NAME: No component named 'LightConvHead' in the ROI_BOX_HEAD "

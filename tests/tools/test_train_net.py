@@ -10,9 +10,22 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHORT = [
-    "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "[3]", "SOLVER.WARMUP_ITERS", "2",
-    "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.IMS_PER_BATCH", "2", "TEST.EVAL_PERIOD", "2",
-    "MODEL.TINY.CHANNELS", "[8, 16, 16, 32]", "DATALOADER.NUM_WORKERS", "1",
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.STEPS",
+    "[3]",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "TEST.EVAL_PERIOD",
+    "2",
+    "MODEL.TINY.CHANNELS",
+    "[8, 16, 16, 32]",
+    "DATALOADER.NUM_WORKERS",
+    "1",
 ]
 
 
@@ -24,8 +37,9 @@ def run(args, datasets_root, check=True, pythonpath=None):
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     if check and proc.returncode != 0:
-        pytest.fail(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -33,8 +47,14 @@ def run(args, datasets_root, check=True, pythonpath=None):
 def quickstart_run(tiny_shapes_root, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("quickstart"))
     proc = run(
-        ["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml",
-         *SHORT, "OUTPUT_DIR", out],
+        [
+            "tools/train_net.py",
+            "--config-file",
+            "configs/quickstart/shapes.yaml",
+            *SHORT,
+            "OUTPUT_DIR",
+            out,
+        ],
         tiny_shapes_root,
     )
     return out, proc
@@ -42,14 +62,25 @@ def quickstart_run(tiny_shapes_root, tmp_path_factory):
 
 def test_quickstart_short_run_writes_everything(quickstart_run):
     out, proc = quickstart_run
-    for name in ("config.yaml", "metrics.json", "curves.png", "model_final.pth",
-                 "last_checkpoint", "summary.json", "log.txt"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "curves.png",
+        "model_final.pth",
+        "last_checkpoint",
+        "summary.json",
+        "log.txt",
+    ):
         assert os.path.isfile(os.path.join(out, name)), name
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["iterations"] == 4 and 0.0 <= summary["mAP@0.5"] <= 1.0
     # shapes is evaluated with the VOC 2007 metric; the summary says so.
     assert (summary["evaluator"], summary["metric"], summary["voc_metric"], summary["unit"]) == (
-        "voc", "mAP@0.5", "11-point", "fraction")
+        "voc",
+        "mAP@0.5",
+        "11-point",
+        "fraction",
+    )
     assert f"Final VOC mAP@0.5 (11-point) on shapes_test: {summary['mAP@0.5']:.3f}" in proc.stdout
     lines = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
     evaluated = sorted({r["iteration"] for r in lines if "bbox/AP50" in r})
@@ -133,9 +164,9 @@ def eleven_point_map_of_even_images(dataset_name: str) -> float:
                 total[ann["category_id"]] = total.get(ann["category_id"], 0) + 1
                 found[ann["category_id"]] = found.get(ann["category_id"], 0) + (k % 2 == 0)
     levels = np.arange(0.0, 1.1, 0.1)
-    return float(np.mean([
-        (levels <= found[c] / total[c]).mean() if found[c] else 0.0 for c in total
-    ]))
+    return float(
+        np.mean([(levels <= found[c] / total[c]).mean() if found[c] else 0.0 for c in total])
+    )
 
 
 def test_metrics_json_and_summary_hold_the_same_map_as_fractions(
@@ -146,10 +177,22 @@ def test_metrics_json_and_summary_hold_the_same_map_as_fractions(
     # tiny_shapes registers, in this process, the files the run reads as shapes_test.
     (tmp_path / "oracle_plugin.py").write_text(ORACLE_PLUGIN)
     out = tmp_path / "out"
-    proc = run(["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml",
-                *SHORT, "IMPORTS", "['oracle_plugin']",
-                "MODEL.META_ARCHITECTURE", "EvenImagesOracle", "OUTPUT_DIR", str(out)],
-               tiny_shapes_root, pythonpath=str(tmp_path))
+    proc = run(
+        [
+            "tools/train_net.py",
+            "--config-file",
+            "configs/quickstart/shapes.yaml",
+            *SHORT,
+            "IMPORTS",
+            "['oracle_plugin']",
+            "MODEL.META_ARCHITECTURE",
+            "EvenImagesOracle",
+            "OUTPUT_DIR",
+            str(out),
+        ],
+        tiny_shapes_root,
+        pythonpath=str(tmp_path),
+    )
     lines = [json.loads(line) for line in open(out / "metrics.json")]
     evaluations = [r for r in lines if "bbox/AP50" in r]
     assert [r["iteration"] for r in evaluations] == [1, 3]
@@ -159,22 +202,36 @@ def test_metrics_json_and_summary_hold_the_same_map_as_fractions(
     assert final["bbox/AP50"] == pytest.approx(expected, abs=1e-9)
     summary = json.load(open(out / "summary.json"))
     assert (summary["evaluator"], summary["metric"], summary["unit"]) == (
-        "voc", "mAP@0.5", "fraction")
+        "voc",
+        "mAP@0.5",
+        "fraction",
+    )
     assert summary["mAP@0.5"] == pytest.approx(final["bbox/AP50"], abs=5e-5)
     assert summary["mAP@0.5_area"] == pytest.approx(final["bbox/AP50_area"], abs=5e-5)
     assert summary["AP@[.5:.95]"] == pytest.approx(final["bbox/AP"], abs=5e-5)
     # Exact boxes: every IoU threshold sees the same detections, so AP@[.5:.95] = AP50.
     assert summary["AP@[.5:.95]"] == pytest.approx(summary["mAP@0.5"], abs=1e-4)
-    assert (f"Final VOC mAP@0.5 (11-point) on shapes_test: {final['bbox/AP50']:.3f} "
-            f"(area {final['bbox/AP50_area']:.3f}, AP@[.5:.95] {final['bbox/AP']:.3f})"
-            ) in proc.stdout
+    assert (
+        f"Final VOC mAP@0.5 (11-point) on shapes_test: {final['bbox/AP50']:.3f} "
+        f"(area {final['bbox/AP50_area']:.3f}, AP@[.5:.95] {final['bbox/AP']:.3f})"
+    ) in proc.stdout
 
 
 def test_resume_continues_from_last_checkpoint(quickstart_run, tiny_shapes_root):
     out, _ = quickstart_run
-    args = ["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml",
-            "--resume", *SHORT, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "6",
-            "TEST.EVAL_PERIOD", "0"]
+    args = [
+        "tools/train_net.py",
+        "--config-file",
+        "configs/quickstart/shapes.yaml",
+        "--resume",
+        *SHORT,
+        "OUTPUT_DIR",
+        out,
+        "SOLVER.MAX_ITER",
+        "6",
+        "TEST.EVAL_PERIOD",
+        "0",
+    ]
     proc = run(args, tiny_shapes_root)
     assert "Resuming at iteration 4" in proc.stdout
     lines = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
@@ -185,19 +242,47 @@ def test_resume_continues_from_last_checkpoint(quickstart_run, tiny_shapes_root)
 def test_eval_only_and_demo(quickstart_run, tiny_shapes_root, tmp_path):
     out, _ = quickstart_run
     weights = os.path.join(out, "model_final.pth")
-    proc = run(["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml",
-                "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(tmp_path / "eval"),
-                "MODEL.TINY.CHANNELS", "[8, 16, 16, 32]"], tiny_shapes_root)
+    proc = run(
+        [
+            "tools/train_net.py",
+            "--config-file",
+            "configs/quickstart/shapes.yaml",
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            weights,
+            "OUTPUT_DIR",
+            str(tmp_path / "eval"),
+            "MODEL.TINY.CHANNELS",
+            "[8, 16, 16, 32]",
+        ],
+        tiny_shapes_root,
+    )
     assert "copypaste: bbox: AP,AP50,AP75" in proc.stdout
     summary = json.load(open(tmp_path / "eval" / "summary.json"))
     assert summary["eval_only"] and summary["evaluator"] == "voc"
     assert summary["metric"] == "mAP@0.5" and summary["unit"] == "fraction"
     assert f"VOC mAP@0.5 (11-point) on shapes_test: {summary['mAP@0.5']:.3f}" in proc.stdout
     demo_out = tmp_path / "demo"
-    run(["tools/demo.py", "--config-file", "configs/quickstart/shapes.yaml",
-         "--dataset", "shapes_test", "--max-images", "2", "--score-thresh", "0.0",
-         "--output", str(demo_out), "MODEL.WEIGHTS", weights,
-         "MODEL.TINY.CHANNELS", "[8, 16, 16, 32]"], tiny_shapes_root)
+    run(
+        [
+            "tools/demo.py",
+            "--config-file",
+            "configs/quickstart/shapes.yaml",
+            "--dataset",
+            "shapes_test",
+            "--max-images",
+            "2",
+            "--score-thresh",
+            "0.0",
+            "--output",
+            str(demo_out),
+            "MODEL.WEIGHTS",
+            weights,
+            "MODEL.TINY.CHANNELS",
+            "[8, 16, 16, 32]",
+        ],
+        tiny_shapes_root,
+    )
     records = json.load(open(demo_out / "detections.json"))
     assert len(records) == 2
     assert sorted(p.name for p in demo_out.glob("*.png")) == ["test_000000.png", "test_000001.png"]
@@ -207,8 +292,17 @@ def test_eval_only_and_demo(quickstart_run, tiny_shapes_root, tmp_path):
 
 
 def test_unknown_key_on_the_command_line_fails_clearly(tiny_shapes_root):
-    proc = run(["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml",
-                "SOLVER.MAX_ITR", "4"], tiny_shapes_root, check=False)
+    proc = run(
+        [
+            "tools/train_net.py",
+            "--config-file",
+            "configs/quickstart/shapes.yaml",
+            "SOLVER.MAX_ITR",
+            "4",
+        ],
+        tiny_shapes_root,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "Unknown config key 'SOLVER.MAX_ITR'" in proc.stderr
     assert "SOLVER.MAX_ITER" in proc.stderr
@@ -221,8 +315,21 @@ def test_unknown_key_on_the_command_line_fails_clearly(tiny_shapes_root):
 def test_two_process_ddp_training_on_cpu(config_file, tiny_shapes_root, tmp_path):
     # --num-gpus 2 without a GPU: two processes with gloo, one image each per iteration.
     out = str(tmp_path)
-    run(["tools/train_net.py", "--config-file", config_file, "--num-gpus", "2", *SHORT,
-         "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out], tiny_shapes_root)
+    run(
+        [
+            "tools/train_net.py",
+            "--config-file",
+            config_file,
+            "--num-gpus",
+            "2",
+            *SHORT,
+            "TEST.EVAL_PERIOD",
+            "0",
+            "OUTPUT_DIR",
+            out,
+        ],
+        tiny_shapes_root,
+    )
     log = open(os.path.join(out, "log.txt")).read()
     assert "Rank 0 of 2" in log  # really distributed (rank 1 logs to the console only)
     with open(os.path.join(out, "last_checkpoint")) as f:
@@ -234,23 +341,50 @@ def test_rpn_only_config_trains_evaluates_recall_and_writes_proposals(tiny_shape
     # A ProposalNetwork config gets the proposal evaluator, not the VOC one (which has no
     # detections to score), and its evaluation writes the test set's proposals file.
     out = str(tmp_path / "rpn")
-    proc = run(["tools/train_net.py", "--config-file", "configs/quickstart/rpn_shapes.yaml",
-                *SHORT, "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out], tiny_shapes_root)
+    proc = run(
+        [
+            "tools/train_net.py",
+            "--config-file",
+            "configs/quickstart/rpn_shapes.yaml",
+            *SHORT,
+            "TEST.EVAL_PERIOD",
+            "0",
+            "OUTPUT_DIR",
+            out,
+        ],
+        tiny_shapes_root,
+    )
     assert "Final Proposal recall on shapes_test: AR@50" in proc.stdout
     summary = json.load(open(os.path.join(out, "summary.json")))
-    metrics = json.load(open(os.path.join(out, "inference", "shapes_test",
-                                          "proposal_metrics.json")))
+    metrics = json.load(
+        open(os.path.join(out, "inference", "shapes_test", "proposal_metrics.json"))
+    )
     ar100 = metrics["average_recall"]["all"]["100"]  # a fraction in the evaluator's file too
     assert summary["AR@100"] == pytest.approx(round(ar100, 4))
     assert (summary["evaluator"], summary["metric"], summary["unit"]) == (
-        "proposals", f"AR@{max(metrics['topk'])}", "fraction")
+        "proposals",
+        f"AR@{max(metrics['topk'])}",
+        "fraction",
+    )
     for name in ("proposals.npz", "recall_vs_iou.png", "recall_vs_proposals.png"):
         assert os.path.isfile(os.path.join(out, "inference", "shapes_test", name)), name
     # --eval-only of the trained RPN: summary and proposals again, without training.
     evaluated = str(tmp_path / "eval")
-    run(["tools/train_net.py", "--config-file", "configs/quickstart/rpn_shapes.yaml",
-         "--eval-only", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
-         "MODEL.TINY.CHANNELS", "[8, 16, 16, 32]", "OUTPUT_DIR", evaluated], tiny_shapes_root)
+    run(
+        [
+            "tools/train_net.py",
+            "--config-file",
+            "configs/quickstart/rpn_shapes.yaml",
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            os.path.join(out, "model_final.pth"),
+            "MODEL.TINY.CHANNELS",
+            "[8, 16, 16, 32]",
+            "OUTPUT_DIR",
+            evaluated,
+        ],
+        tiny_shapes_root,
+    )
     again = json.load(open(os.path.join(evaluated, "summary.json")))
     assert again["eval_only"] and again["AR@100"] == summary["AR@100"]
     assert again["evaluator"] == "proposals" and again["metric"] == summary["metric"]
@@ -265,8 +399,18 @@ def test_rpn_only_config_trains_evaluates_recall_and_writes_proposals(tiny_shape
 def test_a_new_run_into_a_finished_folder_is_refused(quickstart_run, tiny_shapes_root):
     out, _ = quickstart_run
     before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
-    proc = run(["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml",
-                *SHORT, "OUTPUT_DIR", out], tiny_shapes_root, check=False)
+    proc = run(
+        [
+            "tools/train_net.py",
+            "--config-file",
+            "configs/quickstart/shapes.yaml",
+            *SHORT,
+            "OUTPUT_DIR",
+            out,
+        ],
+        tiny_shapes_root,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "holds a finished run (model_final.pth)" in proc.stderr
     assert "--resume" in proc.stderr and "--overwrite" in proc.stderr
@@ -278,9 +422,24 @@ def test_a_new_run_into_a_finished_folder_is_refused(quickstart_run, tiny_shapes
 def test_divergence_stops_with_a_message_and_finite_checkpoints(tiny_shapes_root, tmp_path):
     # lr 1e4 makes the weights non-finite within a step; a checkpoint every iteration.
     out = str(tmp_path / "diverged")
-    args = ["tools/train_net.py", "--config-file", "configs/quickstart/shapes.yaml", *SHORT,
-            "SOLVER.BASE_LR", "1e4", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD",
-            "1", "SOLVER.MAX_ITER", "6", "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out]
+    args = [
+        "tools/train_net.py",
+        "--config-file",
+        "configs/quickstart/shapes.yaml",
+        *SHORT,
+        "SOLVER.BASE_LR",
+        "1e4",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "1",
+        "SOLVER.MAX_ITER",
+        "6",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "OUTPUT_DIR",
+        out,
+    ]
     proc = run(args, tiny_shapes_root, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "Error (FloatingPointError)" in proc.stderr

@@ -19,8 +19,13 @@ def drawn_map_axis(monkeypatch) -> list[dict]:
 
     def recording_savefig(figure, *args, **kwargs):
         ax = figure.axes[1]
-        seen.append({"ylim": tuple(ax.get_ylim()), "ylabel": ax.get_ylabel(),
-                     "values": [float(v) for v in ax.lines[0].get_ydata()]})
+        seen.append(
+            {
+                "ylim": tuple(ax.get_ylim()),
+                "ylabel": ax.get_ylabel(),
+                "values": [float(v) for v in ax.lines[0].get_ydata()],
+            }
+        )
         return savefig(figure, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
@@ -35,10 +40,13 @@ def write_metrics(path, ap50_values: list[float]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([0.25, 0.5, 1.0], [0.25, 0.5, 1.0]),  # fractions, as metrics.json holds them
-    ([25.0, 50.0], [0.25, 0.5]),  # a run written when the evaluators reported percent
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([0.25, 0.5, 1.0], [0.25, 0.5, 1.0]),  # fractions, as metrics.json holds them
+        ([25.0, 50.0], [0.25, 0.5]),  # a run written when the evaluators reported percent
+    ],
+)
 def test_map_is_drawn_as_a_fraction(tmp_path, monkeypatch, values, expected):
     seen = drawn_map_axis(monkeypatch)
     metrics = tmp_path / "metrics.json"

@@ -258,8 +258,12 @@ def compute_selective_search_proposals(
         # on OpenCV's thread pool, which a fork copies in a locked state.
         pool = multiprocessing.get_context("spawn").Pool(num_workers, _init_worker)
     bar = Progress(
-        len(dataset_dicts), f"Selective search ({mode})", "img", logger,
-        enabled=progress, initial=num_resumed,
+        len(dataset_dicts),
+        f"Selective search ({mode})",
+        "img",
+        logger,
+        enabled=progress,
+        initial=num_resumed,
     )
     try:
         results = (

@@ -100,4 +100,3 @@ class ResNetC4(Backbone):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {"res4": ShapeSpec(channels=1024, stride=16)}
-

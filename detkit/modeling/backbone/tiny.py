@@ -25,13 +25,23 @@ class ConvNormReLU(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, stride: int = 1, dilation: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
         norm: str = "",
     ):
         super().__init__()
         self.norm = get_norm(norm, out_channels)
         self.conv = nn.Conv2d(
-            in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation,
+            in_channels,
+            out_channels,
+            3,
+            stride=stride,
+            padding=dilation,
+            dilation=dilation,
             bias=self.norm is None,
         )
         # He initialization (Kaiming): keeps activations' scale through ReLUs from scratch.
@@ -98,18 +108,14 @@ class TinyBackbone(Backbone):
                 f"got {channels}."
             )
         if blocks_per_stage < 0:
-            raise ValueError(
-                f"MODEL.TINY.BLOCKS_PER_STAGE must be >= 0, got {blocks_per_stage}."
-            )
+            raise ValueError(f"MODEL.TINY.BLOCKS_PER_STAGE must be >= 0, got {blocks_per_stage}.")
         if not 0 <= freeze_at <= 4:
             raise ValueError(
                 "TinyBackbone has 4 stages; freeze_at must be in [0, 4], got "
                 f"{freeze_at} (config key MODEL.BACKBONE.FREEZE_AT)."
             )
         if stage4_dilation not in (1, 2):
-            raise ValueError(
-                f"MODEL.TINY.STAGE4_DILATION must be 1 or 2, got {stage4_dilation}."
-            )
+            raise ValueError(f"MODEL.TINY.STAGE4_DILATION must be 1 or 2, got {stage4_dilation}.")
         self.freeze_at = freeze_at
         self._strides = {name: 2 ** int(name[-1]) for name in names}
         self._strides["stage4"] //= stage4_dilation

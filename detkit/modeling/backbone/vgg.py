@@ -79,4 +79,3 @@ class VGG16(Backbone):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {"conv5_3": ShapeSpec(channels=512, stride=16)}
-

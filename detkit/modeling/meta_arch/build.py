@@ -11,8 +11,14 @@ from detkit.layers import freeze_modules_by_name
 from detkit.modeling.preprocessing import ImagePreprocessor
 from detkit.registry import Registry, build_from_config
 
-__all__ = ["MEMORY_FORMATS", "META_ARCH_REGISTRY", "build_model", "check_num_classes",
-           "resolve_device", "resolve_memory_format"]
+__all__ = [
+    "MEMORY_FORMATS",
+    "META_ARCH_REGISTRY",
+    "build_model",
+    "check_num_classes",
+    "resolve_device",
+    "resolve_memory_format",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +74,12 @@ def build_model(cfg, **overrides) -> nn.Module:
     :class:`~detkit.modeling.preprocessing.ImagePreprocessor` in the model lays its image
     batch out in that format too, so feature maps follow without a conversion."""
     model = build_from_config(
-        META_ARCH_REGISTRY, cfg, cfg.MODEL, None, nn.Module, name_key="META_ARCHITECTURE",
+        META_ARCH_REGISTRY,
+        cfg,
+        cfg.MODEL,
+        None,
+        nn.Module,
+        name_key="META_ARCHITECTURE",
         **overrides,
     )
     if cfg.MODEL.FROZEN_MODULES:

@@ -46,8 +46,12 @@ class ConcatROIAlign(ROIPooler):
             )
         self.poolers = nn.ModuleList(
             ROIAlign(
-                output_size=output_size, spatial_scale=scale, in_channels=channels,
-                sampling_ratio=sampling_ratio, aligned=aligned, implementation=implementation,
+                output_size=output_size,
+                spatial_scale=scale,
+                in_channels=channels,
+                sampling_ratio=sampling_ratio,
+                aligned=aligned,
+                implementation=implementation,
             )
             for scale, channels in zip(spatial_scales, in_channels)
         )

@@ -63,8 +63,10 @@ class MultiLevelROIAlign(ROIPooler):
     ):
         super().__init__()
         levels = [math.log2(s) for s in strides]
-        if not strides or any(not lv.is_integer() for lv in levels) or any(
-            b != a + 1 for a, b in zip(levels, levels[1:])
+        if (
+            not strides
+            or any(not lv.is_integer() for lv in levels)
+            or any(b != a + 1 for a, b in zip(levels, levels[1:]))
         ):
             raise ValueError(
                 f"MultiLevelROIAlign needs maps whose strides are consecutive powers of two in "
@@ -82,8 +84,12 @@ class MultiLevelROIAlign(ROIPooler):
         self.in_channels = int(in_channels)
         self.poolers = nn.ModuleList(
             ROIAlign(
-                output_size=output_size, spatial_scale=1.0 / stride, in_channels=in_channels,
-                sampling_ratio=sampling_ratio, aligned=aligned, implementation=implementation,
+                output_size=output_size,
+                spatial_scale=1.0 / stride,
+                in_channels=in_channels,
+                sampling_ratio=sampling_ratio,
+                aligned=aligned,
+                implementation=implementation,
             )
             for stride in strides
         )
@@ -128,8 +134,10 @@ class MultiLevelROIAlign(ROIPooler):
                 f"{len(features)}; MODEL.ROI_HEADS.IN_FEATURES lists the maps it pools."
             )
         levels = [
-            assign_levels(b, self.min_level, self.max_level, self.canonical_size,
-                          self.canonical_level) - self.min_level
+            assign_levels(
+                b, self.min_level, self.max_level, self.canonical_size, self.canonical_level
+            )
+            - self.min_level
             for b in boxes
         ]
         total = sum(len(b) for b in boxes)

@@ -173,7 +173,11 @@ class ROIAlign(SingleMapROIPooler):
     def _pool(self, feature: Tensor, rois: list[Tensor]) -> Tensor:
         if self._use_separable(feature):
             return roi_align_separable(
-                feature, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
+                feature,
+                rois,
+                self.output_size,
+                self.spatial_scale,
+                self.sampling_ratio,
                 self.aligned,
             )
         return roi_align(

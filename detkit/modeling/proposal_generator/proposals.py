@@ -65,11 +65,18 @@ def find_top_proposals(
             threshold = min_size * scale
             keep = (boxes.widths() >= threshold) & (boxes.heights() >= threshold)
             if num_anchors_per_level is not None:
-                results.append(_top_per_level(
-                    boxes, logits, keep, num_anchors_per_level, image_size,
-                    pre_nms_topk=pre_nms_topk, post_nms_topk=post_nms_topk,
-                    nms_thresh=nms_thresh,
-                ))
+                results.append(
+                    _top_per_level(
+                        boxes,
+                        logits,
+                        keep,
+                        num_anchors_per_level,
+                        image_size,
+                        pre_nms_topk=pre_nms_topk,
+                        post_nms_topk=post_nms_topk,
+                        nms_thresh=nms_thresh,
+                    )
+                )
                 continue
             boxes, logits = boxes[keep], logits[keep]
             if logits.numel() > pre_nms_topk:
@@ -114,7 +121,7 @@ def _top_per_level(
     chosen, levels = [], []
     start = 0
     for level, count in enumerate(num_anchors_per_level):
-        candidates = torch.nonzero(valid[start:start + count]).squeeze(1) + start
+        candidates = torch.nonzero(valid[start : start + count]).squeeze(1) + start
         start += count
         k = min(pre_nms_topk, candidates.numel())
         order = logits[candidates].topk(k).indices

@@ -257,11 +257,13 @@ class RPN(nn.Module):
             # Paper 3.1.3: only anchors inside the image are labelled; the others are never
             # a best match and are left out of the loss.
             inside = (
-                self._inside_image(anchors, height, width)
-                if self.boundary_threshold >= 0 else None
+                self._inside_image(anchors, height, width) if self.boundary_threshold >= 0 else None
             )
             matches, labels = match_candidates(
-                self.anchor_matcher, anchor_boxes, gt_boxes, num_per_level=num_per_level,
+                self.anchor_matcher,
+                anchor_boxes,
+                gt_boxes,
+                num_per_level=num_per_level,
                 valid=inside,
             )
             positive, negative = sample_candidates(self.sampler, labels)

@@ -28,7 +28,11 @@ class StandardRPNHead(nn.Module):
     """
 
     def __init__(
-        self, *, in_channels: int, num_anchors: int, conv_dim: int = -1,
+        self,
+        *,
+        in_channels: int,
+        num_anchors: int,
+        conv_dim: int = -1,
         objectness: str = "sigmoid",
     ):
         super().__init__()

@@ -63,7 +63,9 @@ class VGGFCHead(nn.Module):
     ):
         super().__init__()
         self.in_channels, self.pooled_height, self.pooled_width = (
-            in_channels, pooled_height, pooled_width
+            in_channels,
+            pooled_height,
+            pooled_width,
         )
         self.fc_dim, self.dropout = fc_dim, dropout
         self.fc6 = nn.Linear(in_channels * pooled_height * pooled_width, fc_dim)

@@ -30,9 +30,7 @@ class FastRCNNOutputLayers(nn.Module):
         cls_agnostic_bbox_reg: one box for all classes.
     """
 
-    def __init__(
-        self, *, in_features: int, num_classes: int, cls_agnostic_bbox_reg: bool = False
-    ):
+    def __init__(self, *, in_features: int, num_classes: int, cls_agnostic_bbox_reg: bool = False):
         super().__init__()
         self.num_classes = num_classes
         self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg

@@ -186,8 +186,7 @@ class StandardROIHeads(nn.Module):
                 gt, matches, labels, boxes, self.num_classes, gt_boxes=gt_boxes
             )
             labelled.append(
-                Instances(props.image_size, proposal_boxes=boxes, **targets_of_rois,
-                          labels=labels)
+                Instances(props.image_size, proposal_boxes=boxes, **targets_of_rois, labels=labels)
             )
         per_image_losses: list[Tensor | None] = [None] * len(labelled)
         if self.sampler.needs_losses:
@@ -238,7 +237,9 @@ class StandardROIHeads(nn.Module):
         for b, s, p in zip(boxes.split(counts), probs.split(counts), proposals):
             results.append(
                 fast_rcnn_inference_single_image(
-                    b, s, p.image_size,
+                    b,
+                    s,
+                    p.image_size,
                     score_thresh=self.score_thresh,
                     nms_thresh=self.nms_thresh,
                     topk_per_image=self.detections_per_image,
