@@ -6,81 +6,18 @@ predictor are then checked against what the page's own generator made."""
 
 from __future__ import annotations
 
-import importlib
-import logging
 import math
-import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from doc_pages import doc_blocks, run_page  # tests/docs/doc_pages.py
 
-from detkit.config import config as config_module
 from detkit.data import DatasetCatalog, MetadataCatalog
-from detkit.modeling import ALL_REGISTRIES
 from detkit.structures import Boxes, pairwise_iou
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DOC = REPO_ROOT / "docs" / "your_data_your_code.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "your_data_your_code.md"
 DATASETS = ("shapes2_train", "shapes2_val", "shapes3_train", "shapes3_val")
-BLOCK = re.compile(r"^```(python|yaml)( file=(\S+))?\n(.*?)^```$", flags=re.S | re.M)
-
-
-def doc_blocks() -> list[tuple[str | None, str]]:
-    """``(file path or None, code)`` of the page's python and yaml blocks, in order; yaml
-    blocks without a file name are not part of the example."""
-    text = DOC.read_text(encoding="utf-8")
-    return [
-        (path or None, code)
-        for lang, _, path, code in BLOCK.findall(text)
-        if path or lang == "python"
-    ]
-
-
-@pytest.fixture
-def example_folder(tmp_path, monkeypatch):
-    """The working folder of the page; undoes afterwards what running it registers:
-    datasets, registry entries, config extensions, the ``my_project`` modules, the folder
-    on ``sys.path`` (added by IMPORTS) and the handlers of ``setup_logger``."""
-    (tmp_path / "configs").symlink_to(REPO_ROOT / "configs", target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
-    registries = {name: dict(reg._obj_map) for name, reg in ALL_REGISTRIES.items()}
-    extensions = dict(config_module._CONFIG_EXTENSIONS)
-    detkit_logger = logging.getLogger("detkit")
-    handlers, level = list(detkit_logger.handlers), detkit_logger.level
-    sys_path = list(sys.path)
-    yield tmp_path
-    for name in DATASETS:
-        if name in DatasetCatalog:
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog:
-            MetadataCatalog.remove(name)
-    for name, registry in ALL_REGISTRIES.items():
-        registry._obj_map.clear()
-        registry._obj_map.update(registries[name])
-    config_module._CONFIG_EXTENSIONS.clear()
-    config_module._CONFIG_EXTENSIONS.update(extensions)
-    for module in [m for m in sys.modules if m == "my_project" or m.startswith("my_project.")]:
-        del sys.modules[module]
-    sys.path[:] = sys_path
-    importlib.invalidate_caches()
-    for handler in detkit_logger.handlers:
-        if handler not in handlers:
-            detkit_logger.removeHandler(handler)
-            handler.close()
-    detkit_logger.setLevel(level)
-
-
-def run_page(folder: Path) -> dict:
-    namespace: dict = {"__name__": "your_data_example"}
-    for path, code in doc_blocks():
-        if path is None:
-            exec(compile(code, str(DOC), "exec"), namespace)
-        else:
-            (folder / path).parent.mkdir(parents=True, exist_ok=True)
-            (folder / path).write_text(code, encoding="utf-8")
-    return namespace
 
 
 def check_datasets(made: dict) -> None:
@@ -164,17 +101,10 @@ def check_prediction(ns: dict) -> None:
     assert Path("output/my_project_3_classes/prediction.png").is_file()
 
 
-def test_your_data_page_runs(example_folder, log):
-    # One thread: on a 2-core machine shared with other jobs, two threads per process ran
-    # this page 6x slower (122 s against 19 s); the page's tensors are small anyway.
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ns = run_page(example_folder)
-    finally:
-        torch.set_num_threads(torch_threads)
+def test_your_data_page_runs(example_folder, one_thread, log):
+    ns = run_page(DOC, example_folder)
     assert {"my_project/datasets.py", "my_project/modeling.py", "my_project/config.yaml"} <= {
-        path for path, _ in doc_blocks() if path
+        path for path, _ in doc_blocks(DOC) if path
     }
     check_datasets(ns["made"])
     check_training(ns)
