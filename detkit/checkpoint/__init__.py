@@ -1,7 +1,7 @@
 """Checkpoints: atomic saves, resume, and ImageNet / URL / torchvision:// weights."""
 
+from detkit.checkpoint.checkpoint_file import CheckpointReadError
 from detkit.checkpoint.detection_checkpoint import (
-    CheckpointReadError,
     DetectionCheckpointer,
     atomic_write,
     non_finite_tensors,

@@ -12,12 +12,11 @@ import torch
 from fvcore.common.checkpoint import Checkpointer, _filter_reused_missing_keys
 from torch import nn
 
-from detkit.checkpoint.imagenet import (
-    TORCHVISION_SCHEME,
-    cached_torchvision_weights,
-    convert_imagenet_state_dict,
-    detect_imagenet_format,
-    resolve_torchvision_url,
+from detkit.checkpoint.checkpoint_file import (
+    _IMAGENET_MARKER,
+    CheckpointReadError,
+    local_weights_path,
+    read_checkpoint_file,
 )
 from detkit.utils import comm
 from detkit.utils.io import atomic_write
@@ -27,7 +26,6 @@ __all__ = ["CheckpointReadError", "DetectionCheckpointer", "atomic_write", "non_
 logger = logging.getLogger(__name__)
 
 _LAST_CHECKPOINT = "last_checkpoint"  # file in save_dir naming the newest checkpoint (fvcore)
-_IMAGENET_MARKER = "__imagenet_format__"  # set by _load_file, consumed by _load_model
 _MAX_GROUPS_SHOWN = 20
 
 
@@ -44,11 +42,6 @@ def _summarize_keys(keys: Iterable[str]) -> str:
     if len(parts) > _MAX_GROUPS_SHOWN:
         parts = parts[:_MAX_GROUPS_SHOWN] + [f"... ({len(parts) - _MAX_GROUPS_SHOWN} more)"]
     return ", ".join(parts)
-
-
-class CheckpointReadError(RuntimeError):
-    """A checkpoint file that cannot be read (truncated, not a PyTorch file, or pickled
-    objects); nothing of the model has been changed when it is raised."""
 
 
 def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
@@ -266,86 +259,15 @@ class DetectionCheckpointer(Checkpointer):
         return super().load(self._get_local_path(path), checkpointables)
 
     def _get_local_path(self, path: str) -> str:
-        """A local file for ``path``: itself, torchvision's cache, or a download."""
-        name = path
-        if path.startswith(TORCHVISION_SCHEME):
-            path = resolve_torchvision_url(name)
-            cached = cached_torchvision_weights(path)
-            if cached is not None:
-                self.logger.info(f"{name}: using torchvision's cached file {cached}")
-                return cached
-            self.logger.info(f"{name}: torchvision's ImageNet weights at {path}")
-        if os.path.isfile(path):
-            return path
-        if "://" not in path:
-            raise FileNotFoundError(
-                f"Weights file not found: '{path}' (absolute: {os.path.abspath(path)}). "
-                "MODEL.WEIGHTS takes a local .pth file, an http(s) URL or "
-                'torchvision://<model> (e.g. torchvision://vgg16); "" trains from scratch.'
-            )
-        try:
-            return self.path_manager.get_local_path(path)
-        except Exception as error:
-            file_name = os.path.basename(path)
-            hub_hint = ""
-            if name.startswith(TORCHVISION_SCHEME):
-                hub_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
-                hub_hint = f" (or put it in {hub_dir}/, where {name} finds it)"
-            raise RuntimeError(
-                f"Could not download the weights '{name}' from {path}: "
-                f"{type(error).__name__}: {error}\n"
-                f"Without network access, download {file_name} on another machine (e.g. "
-                f"`wget {path}`), copy it here and use the local file: "
-                f"MODEL.WEIGHTS /path/to/{file_name}{hub_hint}. "
-                'MODEL.WEIGHTS "" trains from random initialization instead.'
-            ) from error
+        """A local file for ``path``: itself, torchvision's cache, or a download
+        (:func:`~detkit.checkpoint.checkpoint_file.local_weights_path`)."""
+        return local_weights_path(path, self.path_manager, self.logger)
 
     def _load_file(self, f: str) -> dict[str, Any]:
-        """Read ``f``; rename a torchvision ImageNet state_dict onto detkit's modules.
-
-        ``weights_only=True``: a checkpoint holds tensors and plain values only, so
-        loading an untrusted file cannot run code.
-        """
-        try:
-            loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
-        except Exception as error:
-            with open(f, "rb") as handle:
-                head = handle.read(4)
-            if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip nor pickle
-                hint = (
-                    f"It is not a PyTorch file (it starts with {head!r}): an empty file, a "
-                    "download that saved an error page, or another format."
-                )
-            elif "Weights only load failed" in str(error):
-                hint = (
-                    "It holds Python objects besides tensors and plain values, which detkit "
-                    "does not unpickle (that could run code). If you trust the file, load it "
-                    "with torch.load(..., weights_only=False) and save only its state_dict."
-                )
-            else:
-                hint = (
-                    "It may be truncated (an interrupted copy or download: fetch it again) "
-                    "or not a PyTorch file."
-                )
-            first_line = str(error).splitlines()[0] if str(error) else ""
-            raise CheckpointReadError(
-                f"Could not read the checkpoint {f}: {type(error).__name__}: {first_line}\n{hint}"
-            ) from error
-        if isinstance(loaded, Mapping) and isinstance(loaded.get("model"), Mapping):
-            return dict(loaded)  # a detkit/fvcore checkpoint: model keys are detkit's already
-        if isinstance(loaded, Mapping) and all(
-            isinstance(v, torch.Tensor) for v in loaded.values()
-        ):
-            fmt = detect_imagenet_format(loaded)
-            if fmt is None:  # a bare state_dict of a detkit model
-                return {"model": dict(loaded)}
-            model_keys = self.model.state_dict().keys()
-            converted = convert_imagenet_state_dict(loaded, fmt, model_keys)
-            return {"model": converted, _IMAGENET_MARKER: fmt}
-        raise RuntimeError(
-            f"{f} is neither a detkit checkpoint (a dict with a 'model' state_dict) nor a "
-            f"state_dict of tensors (it holds a {type(loaded).__name__})."
-        )
+        """Read ``f``; rename a torchvision ImageNet state_dict onto detkit's modules
+        (:func:`~detkit.checkpoint.checkpoint_file.read_checkpoint_file`: ``weights_only``,
+        so loading an untrusted file cannot run code)."""
+        return read_checkpoint_file(f, self.model)
 
     def _load_model(self, checkpoint: dict[str, Any]) -> Any:
         imagenet_format = checkpoint.pop(_IMAGENET_MARKER, None)

@@ -49,13 +49,8 @@ from detkit.data.samplers import (
     TrainingSampler,
     aspect_ratio_group_ids,
 )
-from detkit.data.verify import (
-    DatasetVerificationError,
-    VerificationReport,
-    verify_dataset_dicts,
-    verify_datasets,
-    verify_registered_datasets,
-)
+from detkit.data.verify import verify_dataset_dicts, verify_datasets, verify_registered_datasets
+from detkit.data.verify_report import DatasetVerificationError, VerificationReport
 
 register_all_builtin(datasets_root())
 

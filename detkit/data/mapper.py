@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from detkit.config import CfgNode
 from detkit.data.augmentation import Augmentation, augmentation_settings, default_augmentations
 from detkit.data.image_file import ImageFileError, load_image_file
 from detkit.data.transforms import HFlipTransform, Transform, clip_boxes, nondegenerate
@@ -141,8 +142,13 @@ class DatasetMapper:
         self._rng_pid = -1
 
     @classmethod
-    def from_config(cls, cfg: Any, is_train: bool) -> dict[str, Any]:
-        """The settings a config gives (INPUT.*, MODEL.LEGACY_PLUS_ONE)."""
+    def from_config(cls, cfg: CfgNode, is_train: bool) -> dict[str, Any]:
+        """The mapper settings ``cfg`` gives for training (``is_train``) or test.
+
+        Reads ``INPUT.FORMAT``, the augmentation keys of ``INPUT`` (``MIN_SIZE_TRAIN`` /
+        ``MAX_SIZE_TRAIN`` or ``MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, ``RANDOM_FLIP``,
+        ``FLIP_BY_DUPLICATION``, ``CROP``, ``COLOR_JITTER``) and ``MODEL.LEGACY_PLUS_ONE``.
+        """
         return {
             "image_format": cfg.INPUT.FORMAT,
             **augmentation_settings(cfg, is_train),

@@ -2,13 +2,7 @@
 4-step alternating training and the single-image predictor."""
 
 from detkit.engine.alternating import AlternatingTrainer
-from detkit.engine.defaults import (
-    DefaultTrainer,
-    default_argument_parser,
-    default_setup,
-    seed_all_rng,
-    setup,
-)
+from detkit.engine.defaults import DefaultTrainer
 from detkit.engine.hooks import (
     EvalHook,
     IterationTimer,
@@ -19,6 +13,7 @@ from detkit.engine.hooks import (
 )
 from detkit.engine.launch import launch
 from detkit.engine.predictor import DefaultPredictor
+from detkit.engine.run_setup import default_argument_parser, default_setup, seed_all_rng, setup
 from detkit.engine.train_loop import HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [

@@ -9,9 +9,11 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from detkit.config import CfgNode
 from detkit.evaluation.evaluator import DatasetEvaluator
 from detkit.evaluation.testing import format_table, json_safe
 from detkit.utils import comm
@@ -174,8 +176,16 @@ class COCOEvaluator(DatasetEvaluator):
         )
 
     @classmethod
-    def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None) -> dict:
-        """Constructor arguments for ``dataset_name`` under ``cfg`` (``MODEL.LEGACY_PLUS_ONE``)."""
+    def from_config(
+        cls, cfg: CfgNode, dataset_name: str, output_dir: str | None = None
+    ) -> dict[str, Any]:
+        """Constructor arguments for the registered dataset ``dataset_name`` under ``cfg``.
+
+        Reads ``MODEL.LEGACY_PLUS_ONE``; the classes and ground truth (the metadata's
+        ``json_file`` when it has one, else the dataset dicts) come from the catalogs.
+        ``output_dir``: where ``coco_instances_results.json`` and ``coco_metrics.json`` go
+        (None: nothing written).
+        """
         arguments = cls._catalog_arguments(dataset_name)
         arguments.update(legacy_plus_one=cfg.MODEL.LEGACY_PLUS_ONE, output_dir=output_dir)
         return arguments

@@ -18,9 +18,11 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from detkit.config import CfgNode
 from detkit.evaluation.evaluator import DatasetEvaluator
 from detkit.evaluation.recall_plots import plot_recall_vs_iou, plot_recall_vs_proposals
 from detkit.evaluation.testing import format_table, json_safe
@@ -157,9 +159,13 @@ class ProposalEvaluator(DatasetEvaluator):
         self._warned_convention = False
 
     @classmethod
-    def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None) -> dict:
-        """Constructor arguments for ``dataset_name`` under ``cfg`` (``TEST.PROPOSAL_TOPK``,
-        ``MODEL.LEGACY_PLUS_ONE``); the dataset dicts come from ``DatasetCatalog``."""
+    def from_config(
+        cls, cfg: CfgNode, dataset_name: str, output_dir: str | None = None
+    ) -> dict[str, Any]:
+        """Constructor arguments for the registered dataset ``dataset_name``: reads
+        ``TEST.PROPOSAL_TOPK`` and ``MODEL.LEGACY_PLUS_ONE`` of ``cfg``, the dicts come from
+        ``DatasetCatalog``; ``output_dir``: where ``proposal_metrics.json`` and the recall
+        plots go (None: nothing written)."""
         from detkit.data import DatasetCatalog  # the data package is optional
 
         return {

@@ -6,9 +6,11 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from detkit.config import CfgNode
 from detkit.evaluation.evaluator import DatasetEvaluator
 from detkit.evaluation.testing import format_table, json_safe
 from detkit.evaluation.voc_metric import (
@@ -115,8 +117,15 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         )
 
     @classmethod
-    def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None) -> dict:
-        """Constructor arguments for ``dataset_name`` under ``cfg`` (``MODEL.LEGACY_PLUS_ONE``)."""
+    def from_config(
+        cls, cfg: CfgNode, dataset_name: str, output_dir: str | None = None
+    ) -> dict[str, Any]:
+        """Constructor arguments for the registered dataset ``dataset_name`` under ``cfg``.
+
+        Reads ``MODEL.LEGACY_PLUS_ONE``; the dataset dicts, ``thing_classes`` and the AP
+        variant (11-point for a ``year`` 2007 dataset) come from the catalogs. ``output_dir``:
+        where ``voc_detections.json`` and ``voc_metrics.json`` go (None: nothing written).
+        """
         arguments = cls._catalog_arguments(dataset_name, None)
         arguments.update(legacy_plus_one=cfg.MODEL.LEGACY_PLUS_ONE, output_dir=output_dir)
         return arguments

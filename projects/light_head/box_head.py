@@ -3,9 +3,12 @@ layers, so the first fc is several times smaller than ``ConvFCHead``'s."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling import ROI_BOX_HEAD_REGISTRY
 from detkit.modeling.roi_heads.box_head import ConvFCHead, pooled_input_shape
@@ -72,7 +75,12 @@ class LightConvHead(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_BOX_HEAD``, read for ``NUM_FC``, ``FC_DIM``, ``DROPOUT`` and
+        ``NORM``; ``REDUCED_DIM`` comes from ``MODEL.LIGHT_HEAD``. ``input_shape``: one
+        pooled RoI, ``ShapeSpec(channels, height, width)``."""
         return {
             **pooled_input_shape(cls.__name__, input_shape),
             "reduced_dim": cfg.MODEL.LIGHT_HEAD.REDUCED_DIM,

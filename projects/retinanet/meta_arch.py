@@ -14,6 +14,7 @@ from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling import (
     META_ARCH_REGISTRY,
@@ -150,7 +151,16 @@ class RetinaNet(nn.Module):
         return self.preprocessor.device
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape=None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: object | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL`` (``build_model`` passes it; its ``META_ARCHITECTURE`` names
+        this class). Reads ``MODEL.RETINANET`` (``IN_FEATURES``, ``NUM_CLASSES``, the head,
+        loss and test keys; its ``MATCHER``, ``BOX_CODER`` and optional ``SAMPLER``
+        children), ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD``, ``INPUT.SIZE_DIVISIBILITY``
+        and ``MODEL.LEGACY_PLUS_ONE``; the backbone and anchors come from ``MODEL.BACKBONE``
+        and ``MODEL.ANCHOR_GENERATOR``. ``input_shape``: unused (the backbone's input is
+        ``len(MODEL.PIXEL_MEAN)`` channels)."""
         r = cfg.MODEL.RETINANET
         backbone = build_backbone(cfg, input_shape=ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         shapes = backbone.output_shape()

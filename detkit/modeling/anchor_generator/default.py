@@ -5,10 +5,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling.anchor_generator.build import ANCHOR_GENERATOR_REGISTRY, AnchorGenerator
 
@@ -94,7 +96,12 @@ class GridAnchorGenerator(AnchorGenerator):
         self._grid_cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: list[ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ANCHOR_GENERATOR``, read for ``SIZES`` and ``ASPECT_RATIOS``;
+        ``input_shape``: one ``ShapeSpec`` with a stride per feature map the anchors are laid
+        on."""
         if not input_shape or any(s.stride is None for s in input_shape):
             raise ValueError(
                 f"{cls.__name__} is built with input_shape = one ShapeSpec with a stride per "
@@ -183,7 +190,11 @@ class DefaultAnchorGenerator(GridAnchorGenerator):
     """
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: list[ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """As :class:`GridAnchorGenerator`'s, plus ``OFFSET`` of ``node``
+        (``MODEL.ANCHOR_GENERATOR``); ``input_shape``: one ``ShapeSpec`` per feature map."""
         return {**super().from_config(cfg, node, input_shape), "offset": float(node.OFFSET)}
 
     def cell_anchors_for_stride(self, stride: int, sizes: list[float]) -> Tensor:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torchvision
 from torch import Tensor
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec, freeze_module, get_norm
 from detkit.modeling.backbone.build import BACKBONE_REGISTRY, Backbone
 
@@ -77,7 +80,12 @@ class ResNetC4(Backbone):
                 setattr(self, name, freeze_module(getattr(self, name)))
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.BACKBONE``, read for ``FREEZE_AT``; ``DEPTH`` and ``NORM`` come
+        from ``MODEL.RESNETS``. ``input_shape``: the image's ``ShapeSpec``, whose channels
+        must be 3 (or unknown)."""
         if input_shape is not None and input_shape.channels not in (None, 3):
             raise ValueError(
                 f"ResNetC4 takes 3-channel images; the input has {input_shape.channels} "

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec, freeze_module, get_norm
 from detkit.modeling.backbone.build import BACKBONE_REGISTRY, Backbone
 
@@ -136,7 +138,13 @@ class TinyBackbone(Backbone):
             previous = width
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.BACKBONE``, read for ``NORM`` and ``FREEZE_AT``; the layout
+        comes from ``MODEL.TINY`` (``CHANNELS``, ``BLOCKS_PER_STAGE``, ``OUT_FEATURES``,
+        ``STAGE4_DILATION``). ``input_shape``: the image's ``ShapeSpec`` (its channels,
+        default 3)."""
         channels = input_shape.channels if input_shape is not None else None
         return {
             "in_channels": channels or 3,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 from torchvision.models import vgg as tv_vgg
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec, freeze_module
 from detkit.modeling.backbone.build import BACKBONE_REGISTRY, Backbone
 
@@ -62,7 +65,11 @@ class VGG16(Backbone):
             self.features[index] = freeze_module(self.features[index])
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.BACKBONE``, read for ``FREEZE_AT``; ``input_shape``: the image's
+        ``ShapeSpec``, whose channels must be 3 (or unknown)."""
         if input_shape is not None and input_shape.channels not in (None, 3):
             raise ValueError(
                 f"VGG16 takes 3-channel images; the input has {input_shape.channels} channels "

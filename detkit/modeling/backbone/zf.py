@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec, freeze_module
 from detkit.modeling.backbone.build import BACKBONE_REGISTRY, Backbone
 
@@ -94,7 +97,11 @@ class ZF(Backbone):
             setattr(self, f"conv{stage}", freeze_module(getattr(self, f"conv{stage}")))
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.BACKBONE``, read for ``FREEZE_AT``; ``input_shape``: the image's
+        ``ShapeSpec`` (its channels, default 3)."""
         channels = input_shape.channels if input_shape is not None else None
         return {"in_channels": channels or 3, "freeze_at": node.FREEZE_AT}
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from detkit.config import CfgNode
 from detkit.modeling.box_coder.build import BOX_CODER_REGISTRY, BoxCoder
 
 __all__ = ["DeltaXYWHBoxCoder"]
@@ -50,7 +52,12 @@ class DeltaXYWHBoxCoder(BoxCoder):
         self.legacy_plus_one = bool(legacy_plus_one)
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape=None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: object | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.RPN.BOX_CODER`` / ``MODEL.ROI_HEADS.BOX_CODER``, read for
+        ``WEIGHTS`` and ``SCALE_CLAMP``, with ``MODEL.LEGACY_PLUS_ONE``; ``input_shape``:
+        unused (a box coder has no input features)."""
         return {
             "weights": tuple(node.WEIGHTS),
             "scale_clamp": float(node.SCALE_CLAMP),

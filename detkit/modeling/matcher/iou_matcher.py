@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from detkit.config import CfgNode
 from detkit.modeling.matcher.build import MATCHER_REGISTRY, Matcher, MatchInputs
 
 __all__ = ["IoUMatcher"]
@@ -65,7 +68,12 @@ class IoUMatcher(Matcher):
         self.low_quality_min_iou = float(low_quality_min_iou)
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape=None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: object | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.RPN.MATCHER`` / ``MODEL.ROI_HEADS.MATCHER``, read for
+        ``IOU_THRESHOLDS``, ``IOU_LABELS``, ``ALLOW_LOW_QUALITY_MATCHES`` and
+        ``LOW_QUALITY_MIN_IOU``; ``input_shape``: unused (a matcher has no input features)."""
         return {
             "thresholds": list(node.IOU_THRESHOLDS),
             "labels": list(node.IOU_LABELS),

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling.backbone import Backbone, build_backbone
 from detkit.modeling.meta_arch.build import META_ARCH_REGISTRY
@@ -78,7 +79,14 @@ class GeneralizedRCNN(nn.Module):
         return self.preprocessor.device
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape=None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: object | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL`` (``build_model`` passes it; its ``META_ARCHITECTURE`` names
+        this class). Reads ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD`` and
+        ``INPUT.SIZE_DIVISIBILITY``, and builds the parts from ``MODEL.BACKBONE``,
+        ``MODEL.PROPOSAL_GENERATOR`` and ``MODEL.ROI_HEADS``. ``input_shape``: unused (the
+        backbone's input is ``len(MODEL.PIXEL_MEAN)`` channels)."""
         backbone = build_backbone(cfg, input_shape=ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         shapes = backbone.output_shape()
         return {
@@ -148,7 +156,14 @@ class ProposalNetwork(nn.Module):
         return self.preprocessor.device
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape=None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: object | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL`` (``build_model`` passes it; its ``META_ARCHITECTURE`` names
+        this class). Reads ``MODEL.PIXEL_MEAN``, ``MODEL.PIXEL_STD`` and
+        ``INPUT.SIZE_DIVISIBILITY``, and builds the parts from ``MODEL.BACKBONE`` and
+        ``MODEL.PROPOSAL_GENERATOR``. ``input_shape``: unused (the backbone's input is
+        ``len(MODEL.PIXEL_MEAN)`` channels)."""
         backbone = build_backbone(cfg, input_shape=ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
         return {
             "backbone": backbone,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling.poolers.build import ROI_POOLER_REGISTRY, ROIPooler
 from detkit.modeling.poolers.roi_pool import ROIAlign
@@ -58,7 +61,12 @@ class ConcatROIAlign(ROIPooler):
         self.output_size = int(output_size)
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: list[ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_HEADS.POOLER``, read for ``RESOLUTION``, ``SAMPLING_RATIO``,
+        ``ALIGNED`` and ``IMPLEMENTATION``; ``input_shape``: one ``ShapeSpec`` (stride,
+        channels) per map of ``MODEL.ROI_HEADS.IN_FEATURES``."""
         if not input_shape or any(s.stride is None or s.channels is None for s in input_shape):
             raise ValueError(
                 "ConcatROIAlign needs the stride and channels of each map of "

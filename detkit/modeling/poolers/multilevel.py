@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -97,9 +98,11 @@ class MultiLevelROIAlign(ROIPooler):
     @classmethod
     def from_config(
         cls, cfg: CfgNode, node: CfgNode, input_shape: list[ShapeSpec] | None = None
-    ) -> dict:
-        """``node``: ``MODEL.ROI_HEADS.POOLER``; ``input_shape``: one ``ShapeSpec`` (stride,
-        channels) per map of ``MODEL.ROI_HEADS.IN_FEATURES``."""
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_HEADS.POOLER``, read for ``RESOLUTION``, ``CANONICAL_SIZE``,
+        ``CANONICAL_LEVEL``, ``SAMPLING_RATIO``, ``ALIGNED`` and ``IMPLEMENTATION``;
+        ``input_shape``: one ``ShapeSpec`` (stride, channels) per map of
+        ``MODEL.ROI_HEADS.IN_FEATURES``."""
         if not input_shape or any(s.stride is None or s.channels is None for s in input_shape):
             raise ValueError(
                 "MultiLevelROIAlign needs the stride and channels of each map of "

@@ -4,10 +4,12 @@ separable RoIAlign that is much faster to train on CPUs)."""
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 from torch import Tensor
 from torchvision.ops import roi_align, roi_pool
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.layers.roi_align_separable import roi_align_separable
 from detkit.modeling.poolers.build import ROI_POOLER_REGISTRY, ROIPooler
@@ -37,7 +39,12 @@ class SingleMapROIPooler(ROIPooler):
         self.in_channels = int(in_channels)
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: list[ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_HEADS.POOLER``, read for ``RESOLUTION``; ``input_shape``: a
+        list of exactly one ``ShapeSpec`` (stride, channels), the map of
+        ``MODEL.ROI_HEADS.IN_FEATURES``."""
         if not input_shape or len(input_shape) != 1:
             count = len(input_shape) if input_shape else 0
             raise ValueError(
@@ -157,7 +164,12 @@ class ROIAlign(SingleMapROIPooler):
         self.implementation = implementation
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: list[ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """As :class:`SingleMapROIPooler`'s, plus ``SAMPLING_RATIO``, ``ALIGNED`` and
+        ``IMPLEMENTATION`` of ``node`` (``MODEL.ROI_HEADS.POOLER``); ``input_shape``: one
+        ``ShapeSpec`` (stride, channels) in a list."""
         return {
             **super().from_config(cfg, node, input_shape),
             "sampling_ratio": int(node.SAMPLING_RATIO),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling.proposal_generator.build import PROPOSAL_GENERATOR_REGISTRY
 from detkit.structures import ImageList, Instances
@@ -36,7 +39,12 @@ class PrecomputedProposals(nn.Module):
         self.topk = tuple(int(k) for k in topk)
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: dict[str, ShapeSpec] | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: dict[str, ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """Reads ``TOPK_TRAIN`` and ``TOPK_TEST`` of ``MODEL.PRECOMPUTED_PROPOSALS``, not of
+        ``node`` (``MODEL.PROPOSAL_GENERATOR``, which only names this class);
+        ``input_shape``: the backbone's ``{name: ShapeSpec}``, unused."""
         node = cfg.MODEL.PRECOMPUTED_PROPOSALS
         return {"topk": (node.TOPK_TRAIN, node.TOPK_TEST)}
 

@@ -124,8 +124,15 @@ class RPN(nn.Module):
     ) -> dict[str, Any]:
         """Settings from ``node`` when it holds the RPN's keys (a node shaped like
         ``MODEL.RPN``, e.g. a second RPN's), else from ``MODEL.RPN`` (``build_model`` builds
-        the RPN from ``MODEL.PROPOSAL_GENERATOR``, which only names it). ``input_shape``: the
-        backbone's ``{name: ShapeSpec}``."""
+        the RPN from ``MODEL.PROPOSAL_GENERATOR``, which only names it).
+
+        Reads ``IN_FEATURES``, ``BOUNDARY_THRESH``, the loss keys (``LOSS_NORMALIZATION``,
+        ``LOSS_WEIGHT_LOC``, ``SMOOTH_L1_BETA``), the proposal keys (``PRE_NMS_TOPK_*``,
+        ``POST_NMS_TOPK_*``, ``TOPK_SCOPE``, ``NMS_THRESH``, ``MIN_SIZE``) and
+        ``TEST_USE_OBJECTNESS`` / ``TEST_USE_REGRESSION``; its ``HEAD``, ``MATCHER``,
+        ``SAMPLER`` and ``BOX_CODER`` children, ``MODEL.ANCHOR_GENERATOR`` and
+        ``MODEL.LEGACY_PLUS_ONE`` give the rest. ``input_shape``: the backbone's
+        ``{name: ShapeSpec}``."""
         rpn = node if "IN_FEATURES" in node else cfg.MODEL.RPN
         if input_shape is None:
             raise ValueError("RPN needs input_shape: the backbone's {name: ShapeSpec}.")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling.anchor_generator import build_anchor_generator
 from detkit.modeling.proposal_generator.build import RPN_HEAD_REGISTRY
@@ -54,7 +57,12 @@ class StandardRPNHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: list[ShapeSpec] | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: list[ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.RPN.HEAD``, read for ``CONV_DIM`` and ``OBJECTNESS``; the anchors
+        per location come from ``MODEL.ANCHOR_GENERATOR``. ``input_shape``: one
+        ``ShapeSpec`` per map of ``MODEL.RPN.IN_FEATURES``, all with the same channels."""
         if not input_shape:
             raise ValueError("StandardRPNHead needs input_shape: a ShapeSpec per feature map.")
         channels = {s.channels for s in input_shape}

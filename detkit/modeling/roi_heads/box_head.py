@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec, get_norm
 from detkit.modeling.backbone.vgg import VGG16_CLASSIFIER_TO_BOX_HEAD
 from detkit.modeling.roi_heads.build import ROI_BOX_HEAD_REGISTRY
@@ -76,7 +78,11 @@ class VGGFCHead(nn.Module):
             nn.init.zeros_(fc.bias)
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_BOX_HEAD``, read for ``FC_DIM`` and ``DROPOUT``;
+        ``input_shape``: one pooled RoI, ``ShapeSpec(channels, height, width)``."""
         return {
             **pooled_input_shape(cls.__name__, input_shape),
             "fc_dim": node.FC_DIM,
@@ -203,7 +209,12 @@ class ConvFCHead(nn.Module):
             self._output_dim = fc_dim
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_BOX_HEAD``, read for ``NUM_CONV``, ``CONV_DIM``, ``NUM_FC``,
+        ``FC_DIM``, ``DROPOUT`` and ``NORM``; ``input_shape``: one pooled RoI,
+        ``ShapeSpec(channels, height, width)``."""
         return {
             **pooled_input_shape(cls.__name__, input_shape),
             "num_conv": node.NUM_CONV,

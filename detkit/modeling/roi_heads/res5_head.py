@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling.backbone.resnet import build_torchvision_resnet
 from detkit.modeling.roi_heads.build import ROI_BOX_HEAD_REGISTRY
@@ -40,7 +43,12 @@ class Res5Head(nn.Module):
         self.layer4 = build_torchvision_resnet(depth, norm).layer4
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: ShapeSpec | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_BOX_HEAD`` (only its ``NAME``); ``DEPTH`` and ``NORM`` come
+        from ``MODEL.RESNETS``. ``input_shape``: one pooled RoI,
+        ``ShapeSpec(channels, height, width)``."""
         if input_shape is None or input_shape.channels is None:
             raise ValueError(
                 "Res5Head needs input_shape = ShapeSpec(channels, height, width) of one pooled "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
 from detkit.modeling.backbone import select_feature_shapes
 from detkit.modeling.box_coder import BoxCoder, build_box_coder
@@ -84,7 +87,15 @@ class StandardROIHeads(nn.Module):
         self.legacy_plus_one = legacy_plus_one
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape: dict[str, ShapeSpec] | None = None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: dict[str, ShapeSpec] | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_HEADS``, read for ``IN_FEATURES``, ``NUM_CLASSES``,
+        ``CLS_AGNOSTIC_BBOX_REG``, ``PROPOSAL_APPEND_GT``, ``SMOOTH_L1_BETA``,
+        ``SCORE_THRESH_TEST``, ``NMS_THRESH_TEST`` and ``DETECTIONS_PER_IMAGE``; its
+        ``POOLER``, ``MATCHER``, ``SAMPLER`` and ``BOX_CODER`` children and
+        ``MODEL.ROI_BOX_HEAD`` build the parts. ``input_shape``: the backbone's
+        ``{name: ShapeSpec}``."""
         if input_shape is None:
             raise ValueError("StandardROIHeads needs input_shape: the backbone's ShapeSpecs.")
         shapes = select_feature_shapes(

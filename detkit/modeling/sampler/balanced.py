@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from detkit.config import CfgNode
 from detkit.modeling.sampler.build import SAMPLER_REGISTRY, Sampler
 
 __all__ = ["BalancedPositiveNegativeSampler"]
@@ -49,7 +52,12 @@ class BalancedPositiveNegativeSampler(Sampler):
             self.generator.manual_seed(int(seed))
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape=None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: object | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.RPN.SAMPLER`` / ``MODEL.ROI_HEADS.SAMPLER``, read for
+        ``BATCH_SIZE_PER_IMAGE`` and ``POSITIVE_FRACTION``; ``input_shape``: unused (a
+        sampler has no input features)."""
         return {
             "batch_size_per_image": int(node.BATCH_SIZE_PER_IMAGE),
             "positive_fraction": float(node.POSITIVE_FRACTION),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from detkit.config import CfgNode
 from detkit.modeling.sampler.build import SAMPLER_REGISTRY, Sampler
 
 __all__ = ["OHEMSampler"]
@@ -38,7 +41,12 @@ class OHEMSampler(Sampler):
         self.batch_size_per_image = int(batch_size_per_image)
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape=None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: object | None = None
+    ) -> dict[str, Any]:
+        """``node``: ``MODEL.ROI_HEADS.SAMPLER`` (or ``MODEL.RPN.SAMPLER``), read for
+        ``BATCH_SIZE_PER_IMAGE``; ``input_shape``: unused (a sampler has no input
+        features)."""
         return {"batch_size_per_image": int(node.BATCH_SIZE_PER_IMAGE)}
 
     def __call__(
