@@ -119,6 +119,33 @@ def _select_prefix(candidates: list[str], model_keys: Collection[str]) -> str:
     return candidates[0]  # the model has none: reported as unused keys when loading
 
 
+def _nested_resnet_rules(
+    rules: list[tuple[str, str]], model_keys: Collection[str]
+) -> list[tuple[str, str]]:
+    """The ResNet rules retargeted when the backbone holds the ResNet one level down (e.g.
+    a feature pyramid's ``backbone.bottom_up.``): the prefix is found from the model's own
+    ``...layer1.0.conv1.weight`` key under ``backbone.``."""
+    suffix = "layer1.0.conv1.weight"
+    found = {
+        k[: -len(suffix)] for k in model_keys if k.startswith(_BACKBONE) and k.endswith(suffix)
+    }
+    if len(found) != 1 or _BACKBONE in found:
+        return rules
+    prefix = found.pop()
+
+    def retarget(source: str, target: str) -> str:
+        if target.startswith(_BACKBONE):
+            return prefix + target[len(_BACKBONE) :]
+        nested = prefix + source  # e.g. layer4 in the nested ResNet, not in the box head
+        if not any(k.startswith(target) for k in model_keys) and any(
+            k.startswith(nested) for k in model_keys
+        ):
+            return nested
+        return target
+
+    return [(source, retarget(source, target)) for source, target in rules]
+
+
 def convert_imagenet_state_dict(
     state_dict: Mapping[str, torch.Tensor], fmt: str, model_keys: Collection[str]
 ) -> dict[str, torch.Tensor]:
@@ -137,6 +164,8 @@ def convert_imagenet_state_dict(
         dropped with a warning; keys matching no rule are kept as they are.
     """
     rules = [(source, _select_prefix(targets, model_keys)) for source, targets in _RULES[fmt]]
+    if fmt == "resnet":
+        rules = _nested_resnet_rules(rules, model_keys)
     converted: dict[str, torch.Tensor] = {}
     dropped, non_finite = [], []
     for key, value in state_dict.items():

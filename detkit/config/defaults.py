@@ -33,9 +33,10 @@ _C.MODEL.BACKBONE.NAME = "VGG16"  # VGG16, ZF, ResNetC4 or TinyBackbone
 _C.MODEL.BACKBONE.FREEZE_AT = 2  # stages frozen from the input (VGG16: 2 = conv1_x and conv2_x)
 _C.MODEL.BACKBONE.NORM = ""  # normalization in conv blocks: "", "BN", "FrozenBN", "GN"
 
-_C.MODEL.RESNETS = CN()  # options of the ResNetC4 backbone and its res5 box head
+_C.MODEL.RESNETS = CN()  # options of the ResNet and ResNetC4 backbones and the res5 box head
 _C.MODEL.RESNETS.DEPTH = 50  # 50 or 101
 _C.MODEL.RESNETS.NORM = "FrozenBN"  # normalization of ResNet blocks: "FrozenBN" or "BN"
+_C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # ResNet: the stages returned
 
 _C.MODEL.TINY = CN()  # options of the small CPU backbone used by the quickstart
 _C.MODEL.TINY.CHANNELS = [32, 64, 128, 256]  # output channels of the four stride-2 stages

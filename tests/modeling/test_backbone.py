@@ -358,3 +358,26 @@ def test_select_feature_shapes_keeps_order_and_names_the_key():
     ]
     with pytest.raises(KeyError, match=r"MODEL.RPN.IN_FEATURES names \['res4'\].*stage3"):
         select_feature_shapes(shapes, ["res4"], "MODEL.RPN.IN_FEATURES")
+
+
+def test_resnet_returns_the_stages_of_out_features():
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.FREEZE_AT = "ResNet", 0
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3"]  # not the default res2..res5
+    backbone = build_backbone(cfg)
+    shapes = backbone.output_shape()
+    assert {k: (s.channels, s.stride) for k, s in shapes.items()} == {
+        "res2": (256, 4),
+        "res3": (512, 8),
+    }
+    # Later stages feed nothing: not built, so no parameter goes unused in training.
+    assert backbone.layer3 is None and backbone.layer4 is None
+    outputs = backbone(torch.rand(1, 3, 64, 96))
+    assert {k: tuple(v.shape[-2:]) for k, v in outputs.items()} == {
+        "res2": (16, 24),
+        "res3": (8, 12),
+    }
+    with pytest.raises(ValueError, match="among"):
+        cfg.MODEL.RESNETS.OUT_FEATURES = ["res6"]
+        build_backbone(cfg)

@@ -24,13 +24,13 @@ from detkit.modeling import (
     build_backbone,
     build_model,
 )
+from detkit.modeling.backbone import ResNet
 from detkit.modeling.backbone.tiny import TinyBackbone
 from detkit.modeling.poolers import MultiLevelROIAlign
 from detkit.modeling.roi_heads import ConvFCHead
 from detkit.registry import ComponentNotFoundError
 from detkit.utils.synthetic import two_shapes_example
-from projects.fpn import FPN, ResNet, add_fpn_config
-from projects.fpn.weights import main as convert_weights
+from projects.fpn import FPN, add_fpn_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = str(REPO_ROOT / "projects/fpn/configs/shapes_fpn_tiny.yaml")
@@ -91,7 +91,7 @@ def nearest_by_index(x: Tensor, height: int, width: int) -> Tensor:
     return x[:, :, rows][:, :, :, cols]
 
 
-def test_import_registers_fpn_and_resnet_and_the_config_keys():
+def test_import_registers_fpn_and_the_config_keys():
     assert BACKBONE_REGISTRY.get("FPN") is FPN
     assert BACKBONE_REGISTRY.get("ResNet") is ResNet
     assert FPN.__module__ == "projects.fpn.fpn"
@@ -379,7 +379,7 @@ def test_r50_fpn_config_builds_trains_one_step_and_infers():
     train_step_and_infer(model, 96, 128)
 
 
-def test_converted_imagenet_resnet_loads_into_the_bottom_up(tmp_path):
+def test_imagenet_resnet_loads_into_the_bottom_up(tmp_path):
     cfg = get_cfg()
     cfg.merge_from_file(R50_CONFIG)
     cfg.merge_from_list(
@@ -391,11 +391,8 @@ def test_converted_imagenet_resnet_loads_into_the_bottom_up(tmp_path):
     source = dict(classifier.state_dict())
     source["fc.weight"], source["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
     source["bn1.running_mean"] = torch.rand(64)  # statistics reach the FrozenBN buffers
-    torch.save(source, tmp_path / "resnet50.pth")
-    convert_weights([str(tmp_path / "resnet50.pth"), str(tmp_path / "r50_fpn.pth")])
-    checkpoint = torch.load(tmp_path / "r50_fpn.pth", weights_only=True)
-    assert not any(k.startswith("backbone.bottom_up.fc.") for k in checkpoint["model"])
-    DetectionCheckpointer(model).load(str(tmp_path / "r50_fpn.pth"))
+    torch.save(source, tmp_path / "resnet50.pth")  # torchvision's layout, as downloaded
+    DetectionCheckpointer(model).load(str(tmp_path / "resnet50.pth"))
     bottom_up = model.backbone.bottom_up
     torch.testing.assert_close(bottom_up.layer4[2].conv3.weight, source["layer4.2.conv3.weight"])
     torch.testing.assert_close(bottom_up.bn1.running_mean, source["bn1.running_mean"])

@@ -6,7 +6,7 @@ from detkit.modeling.backbone.build import (
     build_backbone,
     select_feature_shapes,
 )
-from detkit.modeling.backbone.resnet import ResNetC4, build_torchvision_resnet
+from detkit.modeling.backbone.resnet import ResNet, ResNetC4, build_torchvision_resnet
 from detkit.modeling.backbone.tiny import TinyBackbone
 from detkit.modeling.backbone.vgg import VGG16, VGG16_CLASSIFIER_TO_BOX_HEAD
 from detkit.modeling.backbone.zf import ZF
@@ -16,6 +16,7 @@ __all__ = [
     "Backbone",
     "build_backbone",
     "select_feature_shapes",
+    "ResNet",
     "ResNetC4",
     "build_torchvision_resnet",
     "TinyBackbone",
