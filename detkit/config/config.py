@@ -147,22 +147,24 @@ class CfgNode(_YacsCfgNode):
         self._merge_into(self, data, "", source)
 
     def apply_extensions(self) -> None:
-        """Apply the config extensions of the modules in ``IMPORTS`` (each once).
+        """Apply the config extensions of the modules in ``IMPORTS`` (each once), in the
+        order ``IMPORTS`` lists the modules, so a plugin listed after another can extend the
+        other's keys whatever the process imported first.
 
         Only extensions defined in a listed module (or a submodule of it) apply, so a config
         accepts a plugin's keys exactly when it names the plugin, and its dump reloads.
         """
         applied = self.__dict__.setdefault("_applied_extensions", set())
-        imported = list(self.IMPORTS)
-        for name, fn in list(_CONFIG_EXTENSIONS.items()):
-            listed = any(fn.__module__ == m or fn.__module__.startswith(m + ".") for m in imported)
-            if listed and name not in applied:
-                was_frozen = self.is_frozen()
-                self.defrost()
-                fn(self)
-                if was_frozen:
-                    self.freeze()
-                applied.add(name)
+        for module in self.IMPORTS:
+            for name, fn in list(_CONFIG_EXTENSIONS.items()):
+                listed = fn.__module__ == module or fn.__module__.startswith(module + ".")
+                if listed and name not in applied:
+                    was_frozen = self.is_frozen()
+                    self.defrost()
+                    fn(self)
+                    if was_frozen:
+                        self.freeze()
+                    applied.add(name)
 
     def _merge_into(self, node: CfgNode, data: dict[str, Any], prefix: str, source: str) -> None:
         for key, value in data.items():

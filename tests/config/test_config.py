@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import io
 import os
 import subprocess
@@ -548,3 +549,27 @@ def test_imports_of_bases_survive_in_the_merged_config(tmp_path, plugin_module):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout) == yaml.safe_load(cfg.dump())
+
+
+def test_extensions_apply_in_imports_order_whatever_was_imported_first(tmp_path, plugin_module):
+    # The extending plugin adds a key to the base plugin's node: it needs the base applied
+    # first. Importing the extending module first (e.g. an earlier config) must not matter.
+    base = plugin_module(
+        "from detkit.config import CfgNode, register_config_extension\n"
+        "@register_config_extension\n"
+        "def add_base(cfg):\n"
+        "    cfg.BASEPLUG = CfgNode()\n"
+        "    cfg.BASEPLUG.A = 1\n"
+    )
+    extending = plugin_module(
+        "from detkit.config import register_config_extension\n"
+        "@register_config_extension\n"
+        "def add_extension(cfg):\n"
+        "    cfg.BASEPLUG.B = 2\n"
+    )
+    importlib.import_module(extending)  # registered before the base's extension
+    importlib.import_module(base)
+    path = write(tmp_path / "cfg.yaml", f"IMPORTS: [{base}, {extending}]\nBASEPLUG:\n  B: 5\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(path)
+    assert (cfg.BASEPLUG.A, cfg.BASEPLUG.B) == (1, 5)
