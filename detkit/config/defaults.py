@@ -206,6 +206,8 @@ _C.SOLVER.WARMUP_FACTOR = 0.001  # lr factor at the start of warm-up
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" (WARMUP_FACTOR -> 1) or "constant"
 _C.SOLVER.CHECKPOINT_PERIOD = 10000  # save a checkpoint every this many updates
 _C.SOLVER.CLIP_GRADIENTS = 0.0  # clip the gradient norm to this (0 = no clipping)
+_C.SOLVER.AMP = CN()  # mixed precision in training (inference stays float32)
+_C.SOLVER.AMP.ENABLED = False  # autocast: float16 + gradient scaler on CUDA, bfloat16 on CPU
 _C.SOLVER.SCHEME = "joint"  # "joint" (approximate joint training) or "alternating" (4 steps)
 
 _C.TEST = CN()  # evaluation

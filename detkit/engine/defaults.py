@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detkit.config import CfgNode
 from detkit.engine import hooks
 from detkit.engine.run_setup import default_argument_parser, default_setup, seed_all_rng, setup
-from detkit.engine.train_loop import SimpleTrainer
+from detkit.engine.train_loop import SimpleTrainer, build_grad_scaler, model_device_type
 from detkit.utils import comm
 from detkit.utils.events import (
     CommonMetricPrinter,
@@ -79,12 +79,16 @@ class DefaultTrainer:
         if comm.get_world_size() > 1:
             device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
             self.model = DistributedDataParallel(model, device_ids=device_ids)
+        # float16 mixed precision (CUDA) scales its losses; the scale is saved for a resume.
+        self.grad_scaler = build_grad_scaler(cfg.SOLVER.AMP.ENABLED, model_device_type(model))
+        extra = {"grad_scaler": self.grad_scaler} if self.grad_scaler is not None else {}
         self.checkpointer = DetectionCheckpointer(
             model,
             cfg.OUTPUT_DIR,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             rng=RNGState(),
+            **extra,
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -211,6 +215,8 @@ class DefaultTrainer:
             self.optimizer,
             cfg.SOLVER.ITER_SIZE,
             cfg.SOLVER.CLIP_GRADIENTS,
+            amp=cfg.SOLVER.AMP.ENABLED,
+            grad_scaler=self.grad_scaler,
         )
         self.loop.register_hooks([*self.build_hooks(), *self._registered_hooks])
         self.loop.train(self.start_iter, self.max_iter)

@@ -13,7 +13,14 @@ from torch import nn
 from detkit.solver import clip_gradients
 from detkit.utils.events import EventStorage
 
-__all__ = ["HookBase", "SimpleTrainer", "TrainerBase"]
+__all__ = [
+    "HookBase",
+    "SimpleTrainer",
+    "TrainerBase",
+    "amp_dtype",
+    "build_grad_scaler",
+    "model_device_type",
+]
 
 logger = logging.getLogger("detkit")
 
@@ -92,6 +99,25 @@ class TrainerBase(metaclass=ABCMeta):
         """One iteration: typically a forward, a backward and an optimizer step."""
 
 
+def amp_dtype(device_type: str) -> torch.dtype:
+    """The autocast type of mixed precision: float16 on CUDA (tensor cores, with a gradient
+    scaler), bfloat16 elsewhere (the CPU's; float32's range, no scaler needed)."""
+    return torch.float16 if device_type == "cuda" else torch.bfloat16
+
+
+def build_grad_scaler(amp: bool, device_type: str) -> torch.amp.GradScaler | None:
+    """A gradient scaler for float16 mixed precision on CUDA, else None."""
+    if amp and amp_dtype(device_type) == torch.float16:
+        return torch.amp.GradScaler(device_type)
+    return None
+
+
+def model_device_type(model: nn.Module) -> str:
+    """``"cuda"`` or ``"cpu"``: where the model's parameters are."""
+    parameter = next(model.parameters(), None)
+    return parameter.device.type if parameter is not None else "cpu"
+
+
 class SimpleTrainer(TrainerBase):
     """One update per iteration: ``iter_size`` batches forward and backward, then one SGD step.
 
@@ -105,6 +131,11 @@ class SimpleTrainer(TrainerBase):
         optimizer: steps the model's parameters.
         iter_size: batches accumulated per update.
         clip_gradients: maximum total gradient norm; 0 disables clipping.
+        amp: mixed precision (``SOLVER.AMP.ENABLED``): the forward runs under
+            ``torch.autocast`` in :func:`amp_dtype` of the model's device (float16 on CUDA,
+            bfloat16 on the CPU); losses are summed and differentiated in float32.
+        grad_scaler: scales float16 losses so small gradients do not underflow (CUDA;
+            :func:`build_grad_scaler`); None for bfloat16, whose range is float32's.
     """
 
     def __init__(
@@ -114,6 +145,8 @@ class SimpleTrainer(TrainerBase):
         optimizer: torch.optim.Optimizer,
         iter_size: int = 1,
         clip_gradients: float = 0.0,
+        amp: bool = False,
+        grad_scaler: torch.amp.GradScaler | None = None,
     ):
         super().__init__()
         if iter_size < 1:
@@ -124,6 +157,9 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.iter_size = iter_size
         self.clip_gradients = clip_gradients
+        self.amp = amp
+        self.grad_scaler = grad_scaler
+        self.device_type = model_device_type(model)
 
     def run_step(self) -> None:
         self.model.train()
@@ -134,8 +170,9 @@ class SimpleTrainer(TrainerBase):
             start = time.perf_counter()
             batch = next(self._data_iter)
             data_time += time.perf_counter() - start
-            loss_dict = self.model(batch)
-            losses = sum(loss_dict.values())
+            with torch.autocast(self.device_type, amp_dtype(self.device_type), enabled=self.amp):
+                loss_dict = self.model(batch)
+            losses = sum(v.float() for v in loss_dict.values())
             values = {k: float(v.detach()) for k, v in loss_dict.items()}
             if not torch.isfinite(losses):
                 raise FloatingPointError(
@@ -144,12 +181,19 @@ class SimpleTrainer(TrainerBase):
                     "learning rate too high for the batch size (lower SOLVER.BASE_LR or add "
                     "SOLVER.WARMUP_ITERS), or broken boxes in the data."
                 )
-            (losses / self.iter_size).backward()
+            scaled = losses / self.iter_size
+            (self.grad_scaler.scale(scaled) if self.grad_scaler else scaled).backward()
             for k, v in values.items():
                 summed[k] = summed.get(k, 0.0) + v / self.iter_size
         if self.clip_gradients > 0:
+            if self.grad_scaler is not None:
+                self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             self.storage.put_scalar("grad_norm", clip_gradients(params, self.clip_gradients))
-        self.optimizer.step()
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)  # skipped when a gradient overflowed
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
         self.storage.put_scalars(total_loss=sum(summed.values()), **summed)
         self.storage.put_scalar("data_time", data_time, smoothing_hint=False)
