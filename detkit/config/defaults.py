@@ -144,6 +144,7 @@ _C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0  # ConvFCHead: number of 3x3 convs before the
 _C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # ConvFCHead: channels of those convs
 _C.MODEL.ROI_BOX_HEAD.DROPOUT = 0.5  # dropout after each fc (VGG fc6/fc7: 0.5)
 _C.MODEL.ROI_BOX_HEAD.NORM = ""  # ConvFCHead: "", "BN" or "GN" after each conv and fc
+_C.MODEL.ROI_BOX_HEAD.SVD_RANKS = []  # truncated SVD of the first fcs (tools/compress_model.py)
 
 # ---------------------------------------------------------------------------------------------
 # Input

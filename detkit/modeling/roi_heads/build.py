@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from detkit.layers import ShapeSpec
+from detkit.layers import ShapeSpec, factorize_linears
 from detkit.registry import Registry, build_from_config
 
 __all__ = [
@@ -45,6 +45,15 @@ def build_roi_heads(cfg, node=None, input_shape=None, **overrides) -> nn.Module:
 def build_roi_box_head(
     cfg, node=None, input_shape: ShapeSpec | None = None, **overrides
 ) -> nn.Module:
-    """Build ``node.NAME`` (default ``cfg.MODEL.ROI_BOX_HEAD``)."""
+    """Build ``node.NAME`` (default ``cfg.MODEL.ROI_BOX_HEAD``).
+
+    With ``node.SVD_RANKS`` (e.g. ``[1024, 256]``), the head's first fully connected layers
+    are truncated-SVD pairs of those ranks (:class:`~detkit.layers.LowRankLinear`), to load
+    a checkpoint converted by ``tools/compress_model.py``.
+    """
     node = cfg.MODEL.ROI_BOX_HEAD if node is None else node
-    return build_from_config(ROI_BOX_HEAD_REGISTRY, cfg, node, input_shape, nn.Module, **overrides)
+    head = build_from_config(ROI_BOX_HEAD_REGISTRY, cfg, node, input_shape, nn.Module, **overrides)
+    ranks = list(node.get("SVD_RANKS", []) or [])
+    if ranks:
+        factorize_linears(head, ranks)
+    return head
