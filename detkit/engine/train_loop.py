@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterable
@@ -173,8 +174,16 @@ class SimpleTrainer(TrainerBase):
             with torch.autocast(self.device_type, amp_dtype(self.device_type), enabled=self.amp):
                 loss_dict = self.model(batch)
             losses = sum(v.float() for v in loss_dict.values())
-            values = {k: float(v.detach()) for k, v in loss_dict.items()}
-            if not torch.isfinite(losses):
+            # One host transfer for every logged loss (each float() would wait for the
+            # device again); the finiteness check reads the same numbers.
+            if not loss_dict:
+                raise ValueError(
+                    f"The model returned no losses in training mode (iteration {self.iter}); "
+                    "its forward must return a dict of scalar losses when model.training."
+                )
+            stacked = torch.stack([v.detach().float() for v in loss_dict.values()])
+            values = dict(zip(loss_dict, stacked.tolist()))
+            if not all(math.isfinite(v) for v in values.values()):
                 raise FloatingPointError(
                     f"Loss became infinite or NaN at iteration {self.iter}: {values}. "
                     "Training stopped; the last checkpoint is unaffected. Usual causes: a "

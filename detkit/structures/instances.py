@@ -148,7 +148,8 @@ def check_gt_classes(gt_classes: torch.Tensor, num_classes: int, key: str) -> No
     """
     if gt_classes.numel() == 0:
         return
-    low, high = int(gt_classes.min()), int(gt_classes.max())
+    extremes = torch.aminmax(gt_classes)  # one host transfer for both (a device sync)
+    low, high = torch.stack([extremes.min, extremes.max]).tolist()
     if low < 0 or high >= num_classes:
         bad = high if high >= num_classes else low
         raise ValueError(
