@@ -50,6 +50,7 @@ _C.MODEL.ANCHOR_GENERATOR.NAME = "LegacyAnchorGenerator"  # or DefaultAnchorGene
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [128, 256, 512]  # sqrt of anchor areas, input pixels
 _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [0.5, 1.0, 2.0]  # height / width ratios
 _C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # DefaultAnchorGenerator: centre at (i + OFFSET) * stride
+_C.MODEL.ANCHOR_GENERATOR.ROUND_TO_PIXELS = False  # DefaultAnchorGenerator: torchvision's rounding
 
 # Proposal generator.
 _C.MODEL.PROPOSAL_GENERATOR = CN()  # PROPOSAL_GENERATOR_REGISTRY entry

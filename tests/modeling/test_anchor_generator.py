@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList as TorchvisionImageList
 
 from detkit.config import get_cfg
 from detkit.layers import ShapeSpec
@@ -195,3 +197,30 @@ def test_build_from_config(name):
     assert gen.strides == [16]
     assert gen.offset == (0.5 if name == "DefaultAnchorGenerator" else 0.0)
     assert gen.num_anchors_per_location == 6
+
+
+def test_round_to_pixels_reproduces_torchvision_anchors():
+    sizes, ratios = [32.0, 64.0, 128.0, 256.0, 512.0], [0.5, 1.0, 2.0]
+    # A 96 x 160 batch and a 6 x 10 map: torchvision's stride (image // map) is 16.
+    feature = torch.zeros(1, 8, 6, 10)
+    reference = AnchorGenerator(sizes=(tuple(sizes),), aspect_ratios=(tuple(ratios),))(
+        TorchvisionImageList(torch.zeros(1, 3, 96, 160), [(96, 160)]), [feature]
+    )[0]
+    rounded = DefaultAnchorGenerator(
+        sizes=sizes, aspect_ratios=ratios, strides=[16], offset=0.0, round_to_pixels=True
+    )([feature])[0]
+    assert torch.equal(rounded, reference)
+    # Without rounding the shapes are exact floats: e.g. ratio 0.5, size 32 is 45.25 px wide.
+    exact = DefaultAnchorGenerator(sizes=sizes, aspect_ratios=ratios, strides=[16])([feature])[0]
+    assert not torch.equal(exact, reference)
+    assert float(exact[0, 2] - exact[0, 0]) == pytest.approx(32 * 2**0.5, rel=1e-6)
+    assert float(rounded[0, 2] - rounded[0, 0]) == 46.0  # -23 .. 23
+
+
+def test_round_to_pixels_key():
+    cfg = get_cfg()
+    cfg.MODEL.ANCHOR_GENERATOR.NAME = "DefaultAnchorGenerator"
+    cfg.MODEL.ANCHOR_GENERATOR.ROUND_TO_PIXELS = True
+    gen = build_anchor_generator(cfg, input_shape=[ShapeSpec(channels=8, stride=16)])
+    assert gen.round_to_pixels
+    assert bool((gen.cell_anchors[0] == gen.cell_anchors[0].round()).all())

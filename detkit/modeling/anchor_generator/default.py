@@ -187,17 +187,41 @@ class DefaultAnchorGenerator(GridAnchorGenerator):
         aspect_ratios: height / width ratios.
         strides: stride of each feature map.
         offset: grid offset as a fraction of the stride (0 or 0.5 in practice).
+        round_to_pixels: torchvision's cell anchors instead: computed in float32 as
+            ``(-w, -h, w, h) / 2`` with ``h = s * sqrt(r)``, ``w = s / sqrt(r)``, and rounded
+            to whole pixels (half to even). With ``offset`` 0 the anchors then equal
+            torchvision's ``AnchorGenerator``'s wherever its stride (image size // map size)
+            equals the map's stride, e.g. on batches padded to a multiple of it.
     """
+
+    def __init__(
+        self,
+        *,
+        sizes: Sequence[float] | Sequence[Sequence[float]],
+        aspect_ratios: list[float],
+        strides: list[int],
+        offset: float = 0.0,
+        round_to_pixels: bool = False,
+    ):
+        self.round_to_pixels = bool(round_to_pixels)  # read by cell_anchors_for_stride
+        super().__init__(sizes=sizes, aspect_ratios=aspect_ratios, strides=strides, offset=offset)
 
     @classmethod
     def from_config(
         cls, cfg: CfgNode, node: CfgNode, input_shape: list[ShapeSpec] | None = None
     ) -> dict[str, Any]:
         """As :class:`GridAnchorGenerator`'s, plus ``OFFSET`` of ``node``
-        (``MODEL.ANCHOR_GENERATOR``); ``input_shape``: one ``ShapeSpec`` per feature map."""
-        return {**super().from_config(cfg, node, input_shape), "offset": float(node.OFFSET)}
+        and ``ROUND_TO_PIXELS`` of ``node`` (``MODEL.ANCHOR_GENERATOR``); ``input_shape``: one
+        ``ShapeSpec`` per feature map."""
+        return {
+            **super().from_config(cfg, node, input_shape),
+            "offset": float(node.OFFSET),
+            "round_to_pixels": bool(node.ROUND_TO_PIXELS),
+        }
 
     def cell_anchors_for_stride(self, stride: int, sizes: list[float]) -> Tensor:
+        if self.round_to_pixels:
+            return _torchvision_cell_anchors(sizes, self.aspect_ratios)
         # float64 so that the float32 result is the correctly rounded exact value.
         ratios = torch.tensor(self.aspect_ratios, dtype=torch.float64)[:, None]  # [R, 1]
         sizes = torch.tensor(sizes, dtype=torch.float64)[None, :]  # [1, S]
@@ -205,3 +229,14 @@ class DefaultAnchorGenerator(GridAnchorGenerator):
         heights = widths * ratios
         anchors = torch.stack([-widths / 2, -heights / 2, widths / 2, heights / 2], dim=-1)
         return anchors.reshape(-1, 4).to(torch.float32)  # ratio-major, then size
+
+
+def _torchvision_cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:
+    """``Tensor[R * S, 4]``: torchvision's cell anchors, computed in its float32 order of
+    operations and rounded to whole pixels; ratio-major, then size."""
+    scales = torch.tensor(sizes, dtype=torch.float32)
+    h_ratios = torch.sqrt(torch.tensor(aspect_ratios, dtype=torch.float32))
+    w_ratios = 1 / h_ratios
+    widths = (w_ratios[:, None] * scales[None, :]).reshape(-1)
+    heights = (h_ratios[:, None] * scales[None, :]).reshape(-1)
+    return (torch.stack([-widths, -heights, widths, heights], dim=1) / 2).round()
