@@ -46,10 +46,11 @@ def main(args) -> dict:
         from detkit.checkpoint import DetectionCheckpointer
         from detkit.data.verify import verify_datasets
         from detkit.modeling import build_model
+        from detkit.modeling.meta_arch import select_memory_format
 
         verify_datasets(cfg, cfg.DATASETS.TEST)  # every test set before the first is evaluated
         check_num_classes(cfg, datasets)  # training runs: DefaultTrainer checks
-        model = build_model(cfg)
+        model = select_memory_format(cfg, build_model(cfg), "inference")
         checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
         resuming = args.resume and checkpointer.has_checkpoint()
         if not cfg.MODEL.WEIGHTS and not resuming and not args.allow_random_weights:

@@ -5,6 +5,7 @@ from detkit.modeling.meta_arch.build import (
     build_model,
     check_num_classes,
     resolve_device,
+    select_memory_format,
 )
 from detkit.modeling.meta_arch.rcnn import (
     GeneralizedRCNN,
@@ -20,4 +21,5 @@ __all__ = [
     "check_num_classes",
     "detector_postprocess",
     "resolve_device",
+    "select_memory_format",
 ]

@@ -8,6 +8,12 @@ import torch
 from torch import nn
 
 from detkit.layers import freeze_modules_by_name
+from detkit.modeling.layout import (
+    LAYOUTS,
+    apply_memory_format,
+    choose_memory_format,
+    layout_cache_path,
+)
 from detkit.modeling.preprocessing import ImagePreprocessor
 from detkit.registry import Registry, build_from_config
 
@@ -18,11 +24,12 @@ __all__ = [
     "check_num_classes",
     "resolve_device",
     "resolve_memory_format",
+    "select_memory_format",
 ]
 
 logger = logging.getLogger(__name__)
 
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")  # MODEL.MEMORY_FORMAT values
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous", "measure")  # MODEL.MEMORY_FORMAT
 
 META_ARCH_REGISTRY = Registry("META_ARCH")
 META_ARCH_REGISTRY.__doc__ = """
@@ -55,17 +62,40 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_memory_format(name: str, device: torch.device) -> torch.memory_format:
-    """``MODEL.MEMORY_FORMAT`` to a memory format: "auto" is ``channels_last`` on the CPU,
-    where oneDNN's convolutions run faster on it (the quickstart's backbone forward about 13%,
-    docs/quickstart.md), and the default contiguous layout on CUDA."""
+    """``MODEL.MEMORY_FORMAT`` to the format a model is built in: "auto" is ``channels_last``
+    on the CPU, where oneDNN's convolutions ran faster on it on the machine that chose it
+    (the quickstart's backbone forward about 13%, docs/quickstart.md), and the default
+    contiguous layout on CUDA. "measure" starts the same way; the trainer and the predictor
+    then time both layouts for their mode (:func:`select_memory_format`)."""
     if name not in MEMORY_FORMATS:
         raise ValueError(
             f"Unknown MODEL.MEMORY_FORMAT '{name}'; valid: "
             f"{', '.join(repr(n) for n in MEMORY_FORMATS)}."
         )
-    if name == "channels_last" or (name == "auto" and device.type == "cpu"):
+    if name == "channels_last" or (name in ("auto", "measure") and device.type == "cpu"):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def select_memory_format(cfg, model: nn.Module, mode: str) -> nn.Module:
+    """With ``MODEL.MEMORY_FORMAT "measure"`` on the CPU, convert ``model`` to the layout that
+    runs its backbone faster on this machine in ``mode`` ("training" or "inference"),
+    measured once on an image of the mode's size and cached
+    (:func:`detkit.modeling.layout.choose_memory_format`); otherwise leave it as built."""
+    if cfg.MODEL.MEMORY_FORMAT != "measure":
+        return model
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        return apply_memory_format(model, torch.contiguous_format)
+    short = max(cfg.INPUT.MIN_SIZE_TRAIN) if mode == "training" else cfg.INPUT.MIN_SIZE_TEST
+    size = (int(short), int(round(short * 4 / 3)))  # a typical landscape image
+    name, entry = choose_memory_format(model.backbone, mode, size)
+    timings = ", ".join(f"{k} {v:.1f} ms" for k, v in entry["ms"].items())
+    logger.info(
+        f"MODEL.MEMORY_FORMAT measure: {name} for {mode} on this CPU (backbone on a "
+        f"{size[0]}x{size[1]} image: {timings}; cached in {layout_cache_path()})"
+    )
+    return apply_memory_format(model, LAYOUTS[name])
 
 
 def build_model(cfg, **overrides) -> nn.Module:

@@ -1,0 +1,134 @@
+"""MODEL.MEMORY_FORMAT "measure": the layout is chosen by timing each one, per mode, once per
+machine and model (cached); the choice is deterministic given the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from detkit.config import get_cfg
+from detkit.modeling import build_model
+from detkit.modeling.layout import (
+    choose_memory_format,
+    layout_cache_key,
+    layout_cache_path,
+    time_layouts,
+)
+from detkit.modeling.meta_arch import select_memory_format
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _cfg(memory_format: str):
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs/quickstart/faster_rcnn_tiny.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.MEMORY_FORMAT", memory_format])
+    cfg.merge_from_list(["MODEL.TINY.CHANNELS", "[8, 8, 16, 16]", "INPUT.MIN_SIZE_TEST", "64"])
+    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", "[48]"])
+    return cfg
+
+
+def _fixed_timer(ms: dict, calls: list):
+    def timer(backbone, mode, size):
+        calls.append((mode, size))
+        return dict(ms)
+
+    return timer
+
+
+def test_the_faster_layout_is_chosen_then_read_from_the_cache(tmp_path):
+    backbone = build_model(_cfg("contiguous")).backbone
+    path = str(tmp_path / "layout.json")
+    calls: list = []
+    slow_channels_last = _fixed_timer({"channels_last": 9.0, "contiguous": 5.0}, calls)
+    name, entry = choose_memory_format(backbone, "training", (48, 64), path, slow_channels_last)
+    assert name == "contiguous" and entry["ms"]["channels_last"] == 9.0
+    # The cached choice is used: a timer that would now disagree is not called.
+    fast_channels_last = _fixed_timer({"channels_last": 1.0, "contiguous": 5.0}, calls)
+    again, _ = choose_memory_format(backbone, "training", (48, 64), path, fast_channels_last)
+    assert again == "contiguous" and calls == [("training", (48, 64))]
+    # Another mode, or another input size, is measured on its own.
+    other, _ = choose_memory_format(backbone, "inference", (48, 64), path, fast_channels_last)
+    assert other == "channels_last" and len(calls) == 2
+    with open(path) as f:
+        cache = json.load(f)
+    assert set(cache) == {
+        layout_cache_key(backbone, "training", (48, 64)),
+        layout_cache_key(backbone, "inference", (48, 64)),
+    }
+
+
+def test_an_unreadable_cache_is_measured_again(tmp_path):
+    backbone = build_model(_cfg("contiguous")).backbone
+    path = tmp_path / "layout.json"
+    path.write_text("{not json")
+    calls: list = []
+    timer = _fixed_timer({"channels_last": 2.0, "contiguous": 3.0}, calls)
+    assert choose_memory_format(backbone, "training", (48, 64), str(path), timer)[0] == (
+        "channels_last"
+    )
+    assert len(calls) == 1 and json.loads(path.read_text())
+
+
+def test_real_timings_leave_the_backbone_as_it_was():
+    backbone = build_model(_cfg("contiguous")).backbone.eval()
+    weight = next(p for p in backbone.parameters() if p.dim() == 4)
+    ms = time_layouts(backbone, "training", (48, 64), repeats=1)
+    assert set(ms) == {"channels_last", "contiguous"} and all(v > 0 for v in ms.values())
+    assert weight.is_contiguous() and not backbone.training
+    assert all(p.grad is None for p in backbone.parameters())
+    with pytest.raises(ValueError, match="mode"):
+        time_layouts(backbone, "export", (48, 64))
+
+
+@pytest.mark.parametrize(("cached", "expected"), [
+    ("channels_last", torch.channels_last), ("contiguous", torch.contiguous_format),
+])  # fmt: skip
+def test_measure_key_applies_the_cached_choice_to_weights_and_batches(cached, expected):
+    cfg = _cfg("measure")
+    model = build_model(cfg)
+    key = layout_cache_key(model.backbone, "inference", (64, 85))
+    path = layout_cache_path()  # the tests' DETKIT_CACHE
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cache = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            cache = json.load(f)
+    cache[key] = {"layout": cached, "ms": {"channels_last": 1.0, "contiguous": 1.0}}
+    with open(path, "w") as f:
+        json.dump(cache, f)
+    model = select_memory_format(cfg, model, "inference")
+    stem = next(p for p in model.backbone.parameters() if p.dim() == 4)
+    assert stem.is_contiguous(memory_format=expected)
+    images = model.preprocessor([{"image": torch.zeros(3, 20, 30)}])
+    assert images.tensor.is_contiguous(memory_format=expected)
+    # Other values leave the model as built.
+    built = build_model(_cfg("contiguous"))
+    assert select_memory_format(_cfg("contiguous"), built, "inference") is built
+
+
+def test_trainer_measures_for_training(tiny_shapes, tmp_path, log):
+    from detkit.engine import DefaultTrainer
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs/quickstart/shapes.yaml"))
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN", [tiny_shapes[0]], "DATASETS.TEST", [],
+            "MODEL.DEVICE", "cpu", "MODEL.MEMORY_FORMAT", "measure",
+            "MODEL.TINY.CHANNELS", [8, 8, 16, 16], "INPUT.MIN_SIZE_TRAIN", [40],
+            "DATALOADER.NUM_WORKERS", 0, "OUTPUT_DIR", str(tmp_path),
+        ]
+    )  # fmt: skip
+    trainer = DefaultTrainer(cfg)
+    messages = [
+        r.getMessage() for r in log.records if "MODEL.MEMORY_FORMAT measure" in r.getMessage()
+    ]
+    assert len(messages) == 1 and " for training on this CPU" in messages[0]
+    chosen = "channels_last" if "measure: channels_last" in messages[0] else "contiguous"
+    stem = next(p for p in trainer.model.backbone.parameters() if p.dim() == 4)
+    expected = torch.channels_last if chosen == "channels_last" else torch.contiguous_format
+    assert stem.is_contiguous(memory_format=expected)
