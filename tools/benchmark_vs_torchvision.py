@@ -42,6 +42,7 @@ from torchvision.ops import MultiScaleRoIAlign, RoIPool  # noqa: E402
 
 from detkit.config import get_cfg  # noqa: E402
 from detkit.modeling import build_model  # noqa: E402
+from detkit.modeling.meta_arch import select_memory_format  # noqa: E402
 from detkit.structures import Boxes, Instances, pairwise_iou  # noqa: E402
 from detkit.utils.cli import (  # noqa: E402
     add_config_overrides_arguments,
@@ -258,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ["INPUT.MIN_SIZE_TEST", min(height, width), "INPUT.MAX_SIZE_TEST", max(height, width)]
     cfg.merge_from_list([*COMPARABLE, *pooler, *sizes, *args.opts])
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    # MODEL.MEMORY_FORMAT measure (an override): the layout and the RoIAlign
+    # implementations measured on this machine; other values: the model as built.
+    model = select_memory_format(cfg, build_model(cfg), "inference").eval()
     twin = torchvision_twin(cfg, model).eval()
     image = torch.rand(3, height, width) * 255
     with torch.no_grad():

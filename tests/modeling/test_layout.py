@@ -132,3 +132,79 @@ def test_trainer_measures_for_training(tiny_shapes, tmp_path, log):
     stem = next(p for p in trainer.model.backbone.parameters() if p.dim() == 4)
     expected = torch.channels_last if chosen == "channels_last" else torch.contiguous_format
     assert stem.is_contiguous(memory_format=expected)
+
+
+def _roi_align(**kwargs):
+    from detkit.modeling.poolers import ROIAlign
+
+    return ROIAlign(output_size=3, spatial_scale=1 / 8, in_channels=4, sampling_ratio=2, **kwargs)
+
+
+def test_roi_align_choice_is_cached_per_mode(tmp_path):
+    from detkit.modeling.layout import choose_roi_align
+
+    pooler, path, calls = _roi_align(), str(tmp_path / "layout.json"), []
+    timer = _fixed_timer({"separable": 2.0, "torchvision": 3.0}, calls)
+
+    def roi_timer(p, mode, size, rois, memory_format):
+        return timer(p, mode, size)
+
+    assert choose_roi_align(pooler, "training", (8, 10), 64, path, roi_timer)[0] == "separable"
+    flipped = _fixed_timer({"separable": 9.0, "torchvision": 3.0}, calls)
+
+    def flipped_timer(p, mode, size, rois, memory_format):
+        return flipped(p, mode, size)
+
+    # Cached for training; measured anew for inference.
+    assert choose_roi_align(pooler, "training", (8, 10), 64, path, flipped_timer)[0] == (
+        "separable"
+    )
+    assert choose_roi_align(pooler, "inference", (8, 10), 64, path, flipped_timer)[0] == (
+        "torchvision"
+    )
+    assert [mode for mode, _ in calls] == ["training", "inference"]
+
+
+def test_roi_align_follows_the_measured_implementation_of_each_mode(monkeypatch):
+    from detkit.modeling.poolers import roi_pool
+    from detkit.structures import Boxes
+
+    used = []
+    real_separable, real_torchvision = roi_pool.roi_align_separable, roi_pool.roi_align
+    monkeypatch.setattr(
+        roi_pool,
+        "roi_align_separable",
+        lambda *a, **k: used.append("separable") or real_separable(*a, **k),
+    )
+    monkeypatch.setattr(
+        roi_pool,
+        "roi_align",
+        lambda *a, **k: used.append("torchvision") or real_torchvision(*a, **k),
+    )
+    pooler = _roi_align()
+    pooler.implementation_by_mode = {"training": "separable", "inference": "torchvision"}
+    feature, boxes = torch.randn(1, 4, 8, 10), [Boxes(torch.tensor([[0.0, 0.0, 40.0, 30.0]]))]
+    pooler.train()([feature], boxes)
+    pooler.eval()([feature], boxes)
+    assert used == ["separable", "torchvision"]
+    # A forced implementation is not overridden.
+    forced = _roi_align(implementation="torchvision")
+    forced.implementation_by_mode = {"training": "separable"}
+    used.clear()
+    forced.train()([feature], boxes)
+    assert used == ["torchvision"]
+
+
+def test_measure_times_both_roi_align_implementations_for_both_modes(log):
+    from detkit.modeling.layout import time_roi_align
+
+    pooler = _roi_align()
+    ms = time_roi_align(pooler, "training", (8, 10), 16, repeats=1)
+    assert set(ms) == {"separable", "torchvision"} and pooler.implementation == "auto"
+    cfg = _cfg("measure")
+    model = select_memory_format(cfg, build_model(cfg), "inference")
+    chosen = model.roi_heads.pooler.implementation_by_mode
+    assert set(chosen) == {"training", "inference"}
+    assert set(chosen.values()) <= {"separable", "torchvision"}
+    lines = [r.getMessage() for r in log.records if "RoIAlign for" in r.getMessage()]
+    assert len(lines) == 2 and lines[0].startswith("roi_heads.pooler: ")

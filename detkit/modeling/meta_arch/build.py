@@ -12,8 +12,10 @@ from detkit.modeling.layout import (
     LAYOUTS,
     apply_memory_format,
     choose_memory_format,
+    choose_roi_align,
     layout_cache_path,
 )
+from detkit.modeling.poolers.roi_pool import ROIAlign
 from detkit.modeling.preprocessing import ImagePreprocessor
 from detkit.registry import Registry, build_from_config
 
@@ -81,7 +83,8 @@ def select_memory_format(cfg, model: nn.Module, mode: str) -> nn.Module:
     """With ``MODEL.MEMORY_FORMAT "measure"`` on the CPU, convert ``model`` to the layout that
     runs its backbone faster on this machine in ``mode`` ("training" or "inference"),
     measured once on an image of the mode's size and cached
-    (:func:`detkit.modeling.layout.choose_memory_format`); otherwise leave it as built."""
+    (:func:`detkit.modeling.layout.choose_memory_format`), and give each ``ROIAlign`` left
+    at "auto" the faster implementation for each mode; otherwise leave it as built."""
     if cfg.MODEL.MEMORY_FORMAT != "measure":
         return model
     device = next(model.parameters()).device
@@ -95,7 +98,33 @@ def select_memory_format(cfg, model: nn.Module, mode: str) -> nn.Module:
         f"MODEL.MEMORY_FORMAT measure: {name} for {mode} on this CPU (backbone on a "
         f"{size[0]}x{size[1]} image: {timings}; cached in {layout_cache_path()})"
     )
-    return apply_memory_format(model, LAYOUTS[name])
+    model = apply_memory_format(model, LAYOUTS[name])
+    _select_roi_align(cfg, model, LAYOUTS[name])
+    return model
+
+
+def _select_roi_align(cfg, model: nn.Module, memory_format: torch.memory_format) -> None:
+    """Per mode, the faster implementation of every ``ROIAlign`` left at "auto" that could
+    use either (a fixed sampling ratio): timed on a map of the mode's image size with the
+    mode's number of RoIs per image (sampled RoIs in training, RPN proposals at test)."""
+    for module_name, pooler in model.named_modules():
+        if not isinstance(pooler, ROIAlign) or pooler.implementation != "auto":
+            continue
+        if pooler.sampling_ratio <= 0:
+            continue  # only torchvision's kernel does adaptive sampling
+        stride = round(1.0 / pooler.spatial_scale)
+        for mode in ("training", "inference"):
+            short = max(cfg.INPUT.MIN_SIZE_TRAIN) if mode == "training" else cfg.INPUT.MIN_SIZE_TEST
+            size = (-(-int(short) // stride), -(-int(round(short * 4 / 3)) // stride))
+            rois = (
+                cfg.MODEL.ROI_HEADS.SAMPLER.BATCH_SIZE_PER_IMAGE
+                if mode == "training"
+                else cfg.MODEL.RPN.POST_NMS_TOPK_TEST
+            )
+            choice, entry = choose_roi_align(pooler, mode, size, rois, memory_format=memory_format)
+            pooler.implementation_by_mode[mode] = choice
+            timings = ", ".join(f"{k} {v:.2f} ms" for k, v in entry["ms"].items())
+            logger.info(f"{module_name}: {choice} RoIAlign for {mode} ({timings})")
 
 
 def build_model(cfg, **overrides) -> nn.Module:

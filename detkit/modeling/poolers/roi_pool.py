@@ -132,6 +132,11 @@ class ROIAlign(SingleMapROIPooler):
             products, about 4x faster forward + backward on a CPU; needs a fixed
             sampling ratio) or ``"auto"``: separable on CPU with a fixed sampling ratio,
             torchvision otherwise (its CUDA kernel is fast).
+
+    ``implementation_by_mode`` (``{"training": ..., "inference": ...}``, set by
+    ``MODEL.MEMORY_FORMAT measure`` from timings on this machine) overrides ``"auto"`` per
+    mode: the separable version wins where its fast backward counts, torchvision's kernel
+    may win at inference.
     """
 
     IMPLEMENTATIONS = ("auto", "torchvision", "separable")
@@ -162,6 +167,7 @@ class ROIAlign(SingleMapROIPooler):
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
         self.implementation = implementation
+        self.implementation_by_mode: dict[str, str] = {}
 
     @classmethod
     def from_config(
@@ -179,6 +185,9 @@ class ROIAlign(SingleMapROIPooler):
 
     def _use_separable(self, feature: Tensor) -> bool:
         if self.implementation == "auto":
+            measured = self.implementation_by_mode.get("training" if self.training else "inference")
+            if measured is not None:
+                return measured == "separable"
             return self.sampling_ratio > 0 and feature.device.type == "cpu"
         return self.implementation == "separable"
 
