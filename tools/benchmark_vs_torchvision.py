@@ -15,9 +15,10 @@ background is class 0, detkit's the last).
 It checks that both detect the same boxes on one random image, then times, alternating
 the two models run by run: inference on that image, and a training step (forward,
 backward, SGD step) with two ground-truth boxes. Printed: the medians, the min-max and the
-median of the paired ratios detkit / torchvision, and `tools/benchmark.py`-style context
-(threads, image size). Weights are random (seeded): the work is the same as with trained
-ones except the number of detections kept.
+median of the paired ratios detkit / torchvision, the context (threads, image size), and
+the peak memory of one run of each above the loaded models (Linux: the free pages returned
+to the system first, then the kernel's peak counter reset and read). Weights are random
+(seeded): the work is the same as with trained ones except the number of detections kept.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from detkit.utils.cli import (  # noqa: E402
     parse_args_anywhere,
     run_cli,
 )
+from detkit.utils.memory import peak_increase_mb  # noqa: E402
 
 # What torchvision's FasterRCNN can express, set on detkit's side too.
 COMPARABLE = [
@@ -282,6 +284,16 @@ def main(argv: list[str] | None = None) -> int:
             lambda: model([{"image": image}]), lambda: twin([image / 255]), args.runs
         )
     print(report("inference", inference))
+    with torch.no_grad():
+        memory = {
+            "detkit": peak_increase_mb(lambda: model([{"image": image}])),
+            "torchvision": peak_increase_mb(lambda: twin([image / 255])),
+        }
+    if None not in memory.values():
+        print(
+            "inference peak memory above the loaded models: "
+            + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())
+        )
     if not args.skip_training:
         boxes = torch.tensor([[50.0, 60.0, 250.0, 300.0], [300.0, 200.0, 500.0, 420.0]])
         classes = torch.tensor([3, 11])
@@ -306,6 +318,17 @@ def main(argv: list[str] | None = None) -> int:
             args.runs,
         )
         print(report("training step", training))
+        memory = {
+            "detkit": peak_increase_mb(lambda: step(model, ours_opt, ours_input)),
+            "torchvision": peak_increase_mb(
+                lambda: step(twin, theirs_opt, [image / 255], theirs_target)
+            ),
+        }
+        if None not in memory.values():
+            print(
+                "training step peak memory above the loaded models: "
+                + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())
+            )
     return 0
 
 

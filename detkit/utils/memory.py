@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["child_pids", "release_free_memory", "resident_mb"]
+__all__ = ["child_pids", "peak_increase_mb", "release_free_memory", "resident_mb"]
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -62,3 +62,26 @@ def release_free_memory() -> bool:
         return False  # not glibc (e.g. musl)
     trim(0)
     return True
+
+
+def peak_increase_mb(fn) -> float | None:
+    """How far this process's resident memory rises above its level at the start while
+    ``fn()`` runs, in MiB: the allocator's free pages are returned first
+    (:func:`release_free_memory`), then Linux's peak counter is reset (``/proc/self/
+    clear_refs``) and read back after ``fn`` (``VmHWM``). None where that is not possible."""
+    release_free_memory()
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")  # resets VmHWM to the current resident set
+    except OSError:
+        return None
+    start = resident_mb()
+    fn()
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024 - start
+    except OSError:
+        pass
+    return None

@@ -37,6 +37,8 @@ def test_torchvision_twin_detects_the_same_boxes(pooler, capsys):
     gap = float(re.search(r"largest score gap ([\d.e+-]+)", out).group(1))
     assert iou > 0.999 and gap < 1e-4, out
     assert re.search(r"inference: detkit [\d.]+ ms .* detkit / torchvision [\d.]+", out)
+    if os.path.exists("/proc/self/clear_refs"):
+        assert re.search(r"peak memory above the loaded models: detkit \d+ MiB", out)
 
 
 def test_compare_detections_by_hand():
