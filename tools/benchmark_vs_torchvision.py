@@ -104,7 +104,8 @@ class _RoIPoolOneMap(MultiScaleRoIAlign):
         return self.pool(features["0"], proposals)
 
 
-def _copy_linear(target: nn.Linear, source: nn.Linear, rows: Tensor | None = None) -> None:
+def _copy_layer(target: nn.Module, source: nn.Module, rows: Tensor | None = None) -> None:
+    """Copy a conv's or linear layer's weight and bias (optionally output ``rows`` of it)."""
     with torch.no_grad():
         target.weight.copy_(source.weight if rows is None else source.weight[rows])
         target.bias.copy_(source.bias if rows is None else source.bias[rows])
@@ -119,11 +120,9 @@ def torchvision_twin(cfg, model: nn.Module) -> FasterRCNN:
     num_anchors = len(a.SIZES) * len(a.ASPECT_RATIOS)
     rpn_head = RPNHead(shape.channels, num_anchors)
     ours = model.proposal_generator.head
-    with torch.no_grad():
-        rpn_head.conv[0][0].weight.copy_(ours.conv.weight)
-        rpn_head.conv[0][0].bias.copy_(ours.conv.bias)
-    _copy_linear_conv(rpn_head.cls_logits, ours.objectness_logits)
-    _copy_linear_conv(rpn_head.bbox_pred, ours.anchor_deltas)
+    _copy_layer(rpn_head.conv[0][0], ours.conv)
+    _copy_layer(rpn_head.cls_logits, ours.objectness_logits)
+    _copy_layer(rpn_head.bbox_pred, ours.anchor_deltas)
     pooler = heads.POOLER
     if pooler.NAME == "ROIPool":
         box_roi_pool = _RoIPoolOneMap(pooler.RESOLUTION, 1.0 / shape.stride)
@@ -131,16 +130,16 @@ def torchvision_twin(cfg, model: nn.Module) -> FasterRCNN:
         box_roi_pool = MultiScaleRoIAlign(["0"], pooler.RESOLUTION, pooler.SAMPLING_RATIO)
     fc_dim = cfg.MODEL.ROI_BOX_HEAD.FC_DIM
     box_head = TwoMLPHead(shape.channels * pooler.RESOLUTION**2, fc_dim)
-    _copy_linear(box_head.fc6, model.roi_heads.box_head.fc6)
-    _copy_linear(box_head.fc7, model.roi_heads.box_head.fc7)
+    _copy_layer(box_head.fc6, model.roi_heads.box_head.fc6)
+    _copy_layer(box_head.fc7, model.roi_heads.box_head.fc7)
     k = heads.NUM_CLASSES
     predictor = FastRCNNPredictor(fc_dim, k + 1)
     # detkit: classes 0..K-1, background K; torchvision: background 0, classes 1..K.
     order = torch.tensor([k, *range(k)])
     box_rows = (order[:, None] * 4 + torch.arange(4)).reshape(-1)
     ours = model.roi_heads.box_predictor
-    _copy_linear(predictor.cls_score, ours.cls_score, order)
-    _copy_linear(predictor.bbox_pred, ours.bbox_pred, box_rows)
+    _copy_layer(predictor.cls_score, ours.cls_score, order)
+    _copy_layer(predictor.bbox_pred, ours.bbox_pred, box_rows)
     mean = [m / 255 for m in cfg.MODEL.PIXEL_MEAN]
     std = [s / 255 for s in cfg.MODEL.PIXEL_STD]
     twin = FasterRCNN(
@@ -173,12 +172,6 @@ def torchvision_twin(cfg, model: nn.Module) -> FasterRCNN:
         box_positive_fraction=heads.SAMPLER.POSITIVE_FRACTION,
     )
     return twin
-
-
-def _copy_linear_conv(target: nn.Conv2d, source: nn.Conv2d) -> None:
-    with torch.no_grad():
-        target.weight.copy_(source.weight)
-        target.bias.copy_(source.bias)
 
 
 def compare_detections(ours: Instances, theirs: dict, num_classes: int) -> dict[str, float]:

@@ -16,7 +16,7 @@ import logging
 import os
 from typing import NamedTuple
 
-from detkit.utils.io import atomic_write_text
+from detkit.utils.io import atomic_write_text, detkit_cache_dir
 
 __all__ = ["ImageFacts", "ResultCache", "default_cache_dir"]
 
@@ -26,13 +26,9 @@ _CACHE_FORMAT = 1  # bump when the checks change, so that older results are not 
 
 
 def default_cache_dir() -> str:
-    """``$DETKIT_CACHE/verify``, else ``$XDG_CACHE_HOME/detkit/verify``, else
-    ``~/.cache/detkit/verify``."""
-    root = os.environ.get("DETKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "detkit",
-    )
-    return os.path.join(os.path.abspath(os.path.expanduser(root)), "verify")
+    """``verify`` under :func:`detkit.utils.io.detkit_cache_dir` (``$DETKIT_CACHE``, else
+    ``$XDG_CACHE_HOME/detkit``, else ``~/.cache/detkit``)."""
+    return os.path.join(detkit_cache_dir(), "verify")
 
 
 class ImageFacts(NamedTuple):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from detkit.modeling.preprocessing import ImagePreprocessor
-from detkit.utils.io import atomic_write_text
+from detkit.utils.io import atomic_write_text, detkit_cache_dir
 
 __all__ = [
     "LAYOUTS",
@@ -47,13 +47,9 @@ ROI_ALIGN_IMPLEMENTATIONS = ("separable", "torchvision")
 
 
 def layout_cache_path() -> str:
-    """``$DETKIT_CACHE/layout.json``, else under ``$XDG_CACHE_HOME/detkit`` or
-    ``~/.cache/detkit``."""
-    root = os.environ.get("DETKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "detkit",
-    )
-    return os.path.join(os.path.abspath(os.path.expanduser(root)), "layout.json")
+    """``layout.json`` under :func:`detkit.utils.io.detkit_cache_dir` (``$DETKIT_CACHE``, else
+    ``$XDG_CACHE_HOME/detkit``, else ``~/.cache/detkit``)."""
+    return os.path.join(detkit_cache_dir(), "layout.json")
 
 
 def _cpu_model() -> str:
@@ -67,14 +63,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _machine() -> str:
+    """What a timing depends on besides the work: CPU model, torch version, threads."""
+    return f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
 def layout_cache_key(backbone: nn.Module, mode: str, input_size: tuple[int, int]) -> str:
     """What the measurement depends on: CPU model, torch version, threads, mode, the
     backbone (class and parameter shapes) and the input size."""
     shapes = [(name, tuple(p.shape)) for name, p in backbone.named_parameters()]
     signature = hashlib.sha1(repr((type(backbone).__name__, shapes)).encode()).hexdigest()[:12]
     return (
-        f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
-        f"{mode} | {type(backbone).__name__} {signature} | {input_size[0]}x{input_size[1]}"
+        f"{_machine()} | {mode} | {type(backbone).__name__} {signature} | "
+        f"{input_size[0]}x{input_size[1]}"
     )
 
 
@@ -178,22 +179,19 @@ def choose_roi_align(
     """The faster RoIAlign implementation for ``pooler`` in ``mode`` on this machine (its
     map in ``memory_format``), from the cache or measured by ``timer`` and cached (as
     :func:`choose_memory_format`)."""
-    path = cache_path or layout_cache_path()
     layout = "channels_last" if memory_format == torch.channels_last else "contiguous"
     key = (
-        f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
-        f"{mode} | ROIAlign C{pooler.in_channels} P{pooler.output_size} "
+        f"{_machine()} | {mode} | ROIAlign C{pooler.in_channels} P{pooler.output_size} "
         f"r{pooler.sampling_ratio} {layout} | {feature_size[0]}x{feature_size[1]} | "
         f"{num_rois} RoIs"
     )
-    cache = _read_cache(path)
-    entry = cache.get(key)
-    if entry is None or entry.get("implementation") not in ROI_ALIGN_IMPLEMENTATIONS:
-        milliseconds = timer(pooler, mode, feature_size, num_rois, memory_format=memory_format)
-        entry = {"implementation": min(milliseconds, key=milliseconds.get), "ms": milliseconds}
-        cache[key] = entry
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
+    entry = _cached_choice(
+        cache_path or layout_cache_path(),
+        key,
+        "implementation",
+        ROI_ALIGN_IMPLEMENTATIONS,
+        lambda: timer(pooler, mode, feature_size, num_rois, memory_format=memory_format),
+    )
     return entry["implementation"], entry
 
 
@@ -210,17 +208,30 @@ def choose_memory_format(
     Returns:
         ``(layout name, cache entry)``: the entry holds the milliseconds of each layout.
     """
-    path = cache_path or layout_cache_path()
-    key = layout_cache_key(backbone, mode, input_size)
+    entry = _cached_choice(
+        cache_path or layout_cache_path(),
+        layout_cache_key(backbone, mode, input_size),
+        "layout",
+        tuple(LAYOUTS),
+        lambda: timer(backbone, mode, input_size),
+    )
+    return entry["layout"], entry
+
+
+def _cached_choice(
+    path: str, key: str, field: str, choices: tuple[str, ...], measure: Callable[[], dict]
+) -> dict:
+    """The cache entry ``{field: the fastest of choices, "ms": {choice: ms}}`` of ``key``:
+    read from ``path``, or measured (``measure()`` gives the milliseconds) and written."""
     cache = _read_cache(path)
     entry = cache.get(key)
-    if entry is None or entry.get("layout") not in LAYOUTS:
-        milliseconds = timer(backbone, mode, input_size)
-        entry = {"layout": min(milliseconds, key=milliseconds.get), "ms": milliseconds}
+    if entry is None or entry.get(field) not in choices:
+        milliseconds = measure()
+        entry = {field: min(milliseconds, key=milliseconds.get), "ms": milliseconds}
         cache[key] = entry
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
-    return entry["layout"], entry
+    return entry
 
 
 def _read_cache(path: str) -> dict:

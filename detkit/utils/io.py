@@ -8,10 +8,20 @@ import uuid
 from collections.abc import Callable
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_text", "remove_orphaned_temporaries"]
+__all__ = ["atomic_write", "atomic_write_text", "detkit_cache_dir", "remove_orphaned_temporaries"]
 
 # ".<final name>.<12 hex digits>.tmp", the temporary files of atomic_write.
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+
+def detkit_cache_dir() -> str:
+    """Where detkit caches what it measured or checked on this machine: ``$DETKIT_CACHE``,
+    else ``$XDG_CACHE_HOME/detkit``, else ``~/.cache/detkit`` (absolute)."""
+    root = os.environ.get("DETKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "detkit",
+    )
+    return os.path.abspath(os.path.expanduser(root))
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:

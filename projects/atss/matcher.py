@@ -4,9 +4,12 @@ CVPR 2020, Algorithm 1) as a ``MATCHER_REGISTRY`` member."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from detkit.config import CfgNode
 from detkit.modeling.matcher import MATCHER_REGISTRY, Matcher, MatchInputs
 from detkit.registry import node_path
 
@@ -144,7 +147,11 @@ class ATSSMatcher(Matcher):
         self.config_key = config_key
 
     @classmethod
-    def from_config(cls, cfg, node, input_shape=None) -> dict:
+    def from_config(
+        cls, cfg: CfgNode, node: CfgNode, input_shape: object | None = None
+    ) -> dict[str, Any]:
+        """``TOPK`` and ``CENTER_IN_GT_EPS`` of ``MODEL.ATSS`` (shared by every ATSS matcher
+        of the model); ``node`` (the matcher node naming it) only names it in errors."""
         if "ATSS" not in cfg.MODEL:
             raise KeyError(
                 "ATSSMatcher reads MODEL.ATSS.TOPK and MODEL.ATSS.CENTER_IN_GT_EPS, which are "

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchvisionAnchorGenerator
 
 from detkit.config import CfgNode
 from detkit.layers import ShapeSpec
@@ -232,11 +233,6 @@ class DefaultAnchorGenerator(GridAnchorGenerator):
 
 
 def _torchvision_cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:
-    """``Tensor[R * S, 4]``: torchvision's cell anchors, computed in its float32 order of
-    operations and rounded to whole pixels; ratio-major, then size."""
-    scales = torch.tensor(sizes, dtype=torch.float32)
-    h_ratios = torch.sqrt(torch.tensor(aspect_ratios, dtype=torch.float32))
-    w_ratios = 1 / h_ratios
-    widths = (w_ratios[:, None] * scales[None, :]).reshape(-1)
-    heights = (h_ratios[:, None] * scales[None, :]).reshape(-1)
-    return (torch.stack([-widths, -heights, widths, heights], dim=1) / 2).round()
+    """``Tensor[R * S, 4]``: the cell anchors torchvision's ``AnchorGenerator`` computes
+    (float32, rounded to whole pixels), ratio-major, then size, as detkit's."""
+    return TorchvisionAnchorGenerator((tuple(sizes),), (tuple(aspect_ratios),)).cell_anchors[0]

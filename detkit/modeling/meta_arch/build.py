@@ -90,8 +90,7 @@ def select_memory_format(cfg, model: nn.Module, mode: str) -> nn.Module:
     device = next(model.parameters()).device
     if device.type != "cpu":
         return apply_memory_format(model, torch.contiguous_format)
-    short = max(cfg.INPUT.MIN_SIZE_TRAIN) if mode == "training" else cfg.INPUT.MIN_SIZE_TEST
-    size = (int(short), int(round(short * 4 / 3)))  # a typical landscape image
+    size = _mode_image_size(cfg, mode)
     name, entry = choose_memory_format(model.backbone, mode, size)
     timings = ", ".join(f"{k} {v:.1f} ms" for k, v in entry["ms"].items())
     logger.info(
@@ -101,6 +100,12 @@ def select_memory_format(cfg, model: nn.Module, mode: str) -> nn.Module:
     model = apply_memory_format(model, LAYOUTS[name])
     _select_roi_align(cfg, model, LAYOUTS[name])
     return model
+
+
+def _mode_image_size(cfg, mode: str) -> tuple[int, int]:
+    """``(H, W)`` timed for ``mode``: the largest training or the test shorter side, 4:3."""
+    short = max(cfg.INPUT.MIN_SIZE_TRAIN) if mode == "training" else cfg.INPUT.MIN_SIZE_TEST
+    return int(short), int(round(short * 4 / 3))
 
 
 def _select_roi_align(cfg, model: nn.Module, memory_format: torch.memory_format) -> None:
@@ -114,8 +119,8 @@ def _select_roi_align(cfg, model: nn.Module, memory_format: torch.memory_format)
             continue  # only torchvision's kernel does adaptive sampling
         stride = round(1.0 / pooler.spatial_scale)
         for mode in ("training", "inference"):
-            short = max(cfg.INPUT.MIN_SIZE_TRAIN) if mode == "training" else cfg.INPUT.MIN_SIZE_TEST
-            size = (-(-int(short) // stride), -(-int(round(short * 4 / 3)) // stride))
+            height, width = _mode_image_size(cfg, mode)
+            size = (-(-height // stride), -(-width // stride))  # the map: ceil(size / stride)
             rois = (
                 cfg.MODEL.ROI_HEADS.SAMPLER.BATCH_SIZE_PER_IMAGE
                 if mode == "training"
