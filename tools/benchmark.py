@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
-"""Profile training iterations phase by phase on this machine, and print the figures.
+"""Profile training iterations (or inference) phase by phase on this machine, and print the
+figures.
 
     python tools/benchmark.py --config-file configs/quickstart/shapes.yaml [--iters 30]
-        [--warmup 5] [KEY VALUE ...]
+        [--warmup 5] [--inference] [KEY VALUE ...]
 
-Phases of one iteration, each timed on its own (median, mean and share over the measured
-iterations): data (waiting for the next batch from the loader), backbone, RPN, ROI heads
-(forward, losses included), backward, optimizer step. Also the throughput in images/s.
+Phases of one training iteration, each timed on its own (median, mean and share over the
+measured iterations): data (waiting for the next batch from the loader), backbone, RPN, ROI
+heads (forward, losses included), backward, optimizer step. Also the throughput in images/s.
+
+With --inference: one image per iteration, in eval mode with the model set up as
+``DefaultPredictor`` sets it up (``MODEL.MEMORY_FORMAT measure``,
+``MODEL.ROI_BOX_HEAD.QUANTIZE``), on a random image of the test size (``INPUT.MIN_SIZE_TEST``
+by 4/3 of it, e.g. 600 x 800): preprocess (normalize, pad), backbone, RPN (proposals), pooler,
+box head (e.g. fc6/fc7), and the rest (box predictor, per-class NMS, rescaling). "framework
+overhead" is everything but the backbone and the box head.
+
 Figures are printed, never asserted: compare two configs, or a change, in one session.
 """
 
@@ -30,6 +39,7 @@ from detkit.solver import build_optimizer  # noqa: E402
 from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 
 PHASES = ("data", "backbone", "rpn", "roi_heads", "backward", "optimizer")
+INFERENCE_PHASES = ("preprocess", "backbone", "rpn", "pooler", "box_head", "rest")
 
 
 def _sync(device: torch.device) -> None:
@@ -76,28 +86,79 @@ def profile(cfg, iters: int, warmup: int) -> dict[str, list[float]]:
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--iters", type=int, default=30, help="measured iterations")
-    parser.add_argument("--warmup", type=int, default=5, help="iterations not measured")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    add_debug_argument(parser)
-    args = parser.parse_args(argv)
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    times = profile(cfg, args.iters, args.warmup)
-    total = [sum(step) for step in zip(*times.values())]
-    print(f"config: {args.config_file} {' '.join(args.opts)}")
-    print(
-        f"device: {cfg.MODEL.DEVICE}, torch threads: {torch.get_num_threads()}, "
-        f"images per iteration: {cfg.SOLVER.IMS_PER_BATCH}, "
-        f"measured iterations: {args.iters} (after {args.warmup} warm-up)"
-    )
+class _Stopwatch:
+    """Wall time spent inside one module's forward, summed over its calls (forward hooks)."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device):
+        self.seconds, self._start, self._device = 0.0, 0.0, device
+        module.register_forward_pre_hook(self._enter)
+        module.register_forward_hook(self._exit)
+
+    def _enter(self, *_) -> None:
+        _sync(self._device)
+        self._start = time.perf_counter()
+
+    def _exit(self, *_) -> None:
+        _sync(self._device)
+        self.seconds += time.perf_counter() - self._start
+
+
+@torch.no_grad()
+def profile_inference(cfg, iters: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each inference phase, per measured image (one random image per call)."""
+    from detkit.modeling.meta_arch import detector_postprocess, select_memory_format
+    from detkit.modeling.roi_heads import quantize_box_head
+
+    seed_all_rng(max(cfg.SEED, 0))
+    model = select_memory_format(cfg, build_model(cfg).eval(), "inference")
+    model = quantize_box_head(cfg, model)
+    device = model.device
+    height = int(cfg.INPUT.MIN_SIZE_TEST)
+    width = int(round(height * 4 / 3))
+    image = torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(0))
+    batch = [{"image": image.float(), "height": height, "width": width}]
+    watches = {}
+    if hasattr(model, "roi_heads"):
+        watches = {
+            "pooler": _Stopwatch(model.roi_heads.pooler, device),
+            "box_head": _Stopwatch(model.roi_heads.box_head, device),
+        }
+    times: dict[str, list[float]] = {p: [] for p in INFERENCE_PHASES}
+    for it in range(warmup + iters):
+        for watch in watches.values():
+            watch.seconds = 0.0
+        marks = [time.perf_counter()]
+        images = model.preprocessor(batch)
+        _sync(device)
+        marks.append(time.perf_counter())
+        features = model.backbone(images.tensor)
+        _sync(device)
+        marks.append(time.perf_counter())
+        proposals, _ = model.proposal_generator(images, features, None)
+        _sync(device)
+        marks.append(time.perf_counter())
+        if hasattr(model, "roi_heads"):
+            detections, _ = model.roi_heads(images, features, proposals, None)
+            detector_postprocess(detections[0], height, width)
+        _sync(device)
+        marks.append(time.perf_counter())
+        if it < warmup:
+            continue
+        times["preprocess"].append(marks[1] - marks[0])
+        times["backbone"].append(marks[2] - marks[1])
+        times["rpn"].append(marks[3] - marks[2])
+        inside = {name: watch.seconds for name, watch in watches.items()}
+        times["pooler"].append(inside.get("pooler", 0.0))
+        times["box_head"].append(inside.get("box_head", 0.0))
+        times["rest"].append(marks[4] - marks[3] - sum(inside.values()))
+    return times
+
+
+def _print_table(phases: tuple[str, ...], times: dict[str, list[float]]) -> list[float]:
+    total = [sum(step) for step in zip(*(times[p] for p in phases))]
     print(f"{'phase':<10} {'median ms':>10} {'mean ms':>9} {'share':>6}")
     mean_total = statistics.mean(total)
-    for phase in PHASES:
+    for phase in phases:
         values = times[phase]
         mean = statistics.mean(values)
         print(
@@ -105,7 +166,47 @@ def main(argv: list[str] | None = None) -> int:
             f"{mean / mean_total:>6.1%}"
         )
     print(f"{'total':<10} {1e3 * statistics.median(total):>10.1f} {1e3 * mean_total:>9.1f}")
-    print(f"throughput: {cfg.SOLVER.IMS_PER_BATCH / mean_total:.2f} images/s")
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--iters", type=int, default=30, help="measured iterations")
+    parser.add_argument("--warmup", type=int, default=5, help="iterations not measured")
+    parser.add_argument(
+        "--inference", action="store_true", help="time inference on one image instead"
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    print(f"config: {args.config_file} {' '.join(args.opts)}")
+    if args.inference:
+        times = profile_inference(cfg, args.iters, args.warmup)
+        print(
+            f"device: {cfg.MODEL.DEVICE}, torch threads: {torch.get_num_threads()}, inference "
+            f"on a {cfg.INPUT.MIN_SIZE_TEST}x{round(cfg.INPUT.MIN_SIZE_TEST * 4 / 3)} image, "
+            f"measured images: {args.iters} (after {args.warmup} warm-up)"
+        )
+        total = _print_table(INFERENCE_PHASES, times)
+        overhead = [t - b - h for t, b, h in zip(total, times["backbone"], times["box_head"])]
+        print(
+            f"framework overhead (all but backbone and box head): "
+            f"{1e3 * statistics.median(overhead):.1f} ms, "
+            f"{statistics.mean(overhead) / statistics.mean(total):.1%} of the total"
+        )
+        return 0
+    times = profile(cfg, args.iters, args.warmup)
+    print(
+        f"device: {cfg.MODEL.DEVICE}, torch threads: {torch.get_num_threads()}, "
+        f"images per iteration: {cfg.SOLVER.IMS_PER_BATCH}, "
+        f"measured iterations: {args.iters} (after {args.warmup} warm-up)"
+    )
+    total = _print_table(PHASES, times)
+    print(f"throughput: {cfg.SOLVER.IMS_PER_BATCH / statistics.mean(total):.2f} images/s")
     return 0
 
 

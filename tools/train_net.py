@@ -47,6 +47,7 @@ def main(args) -> dict:
         from detkit.data.verify import verify_datasets
         from detkit.modeling import build_model
         from detkit.modeling.meta_arch import select_memory_format
+        from detkit.modeling.roi_heads import quantize_box_head
 
         verify_datasets(cfg, cfg.DATASETS.TEST)  # every test set before the first is evaluated
         check_num_classes(cfg, datasets)  # training runs: DefaultTrainer checks
@@ -62,6 +63,7 @@ def main(args) -> dict:
                 "evaluate the random model anyway (e.g. to time inference)."
             )
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        model = quantize_box_head(cfg, model.eval())  # MODEL.ROI_BOX_HEAD.QUANTIZE
         results = DefaultTrainer.test(cfg, model)
         if comm.is_main_process():
             summary = {

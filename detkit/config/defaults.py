@@ -146,6 +146,7 @@ _C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # ConvFCHead: channels of those convs
 _C.MODEL.ROI_BOX_HEAD.DROPOUT = 0.5  # dropout after each fc (VGG fc6/fc7: 0.5)
 _C.MODEL.ROI_BOX_HEAD.NORM = ""  # ConvFCHead: "", "BN" or "GN" after each conv and fc
 _C.MODEL.ROI_BOX_HEAD.SVD_RANKS = []  # truncated SVD of the first fcs (tools/compress_model.py)
+_C.MODEL.ROI_BOX_HEAD.QUANTIZE = ""  # CPU inference: "int8" = dynamic int8 fcs (deployment.md)
 
 # ---------------------------------------------------------------------------------------------
 # Input

@@ -60,6 +60,13 @@ class DefaultTrainer:
         from detkit.modeling.meta_arch import check_num_classes, select_memory_format
 
         self.cfg = cfg
+        if cfg.MODEL.ROI_BOX_HEAD.QUANTIZE:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.QUANTIZE is '{cfg.MODEL.ROI_BOX_HEAD.QUANTIZE}' in a "
+                "training run: int8 layers have no backward. Train with QUANTIZE '' and "
+                "evaluate or deploy the trained model with it (train_net.py --eval-only, "
+                "DefaultPredictor)."
+            )
         # DATASETS.VERIFY: every image of DATASETS.TRAIN and DATASETS.TEST is checked now
         # (cached by file size and time), not when the sampler or the first evaluation
         # reaches a bad one hours later. Every rank calls it (the others read rank 0's cache).

@@ -35,6 +35,7 @@ class DefaultPredictor:
         from detkit.checkpoint import DetectionCheckpointer
         from detkit.modeling import build_model
         from detkit.modeling.meta_arch import select_memory_format
+        from detkit.modeling.roi_heads import quantize_box_head
 
         if not cfg.MODEL.WEIGHTS and not allow_random_weights:
             raise ValueError(
@@ -50,6 +51,8 @@ class DefaultPredictor:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         # MODEL.MEMORY_FORMAT "measure": the layout that runs this backbone faster here.
         self.model = select_memory_format(self.cfg, self.model, "inference")
+        # MODEL.ROI_BOX_HEAD.QUANTIZE "int8": the trained box head's fcs in int8.
+        self.model = quantize_box_head(self.cfg, self.model)
         self.input_format = cfg.INPUT.FORMAT
         self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
 

@@ -6,6 +6,7 @@ from detkit.modeling.roi_heads.build import (
     ROI_HEADS_REGISTRY,
     build_roi_box_head,
     build_roi_heads,
+    quantize_box_head,
 )
 from detkit.modeling.roi_heads.fast_rcnn import (
     FastRCNNOutputLayers,
@@ -25,4 +26,5 @@ __all__ = [
     "build_roi_box_head",
     "build_roi_heads",
     "fast_rcnn_inference_single_image",
+    "quantize_box_head",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from torch import nn
 
-from detkit.layers import ShapeSpec, factorize_linears
+from detkit.layers import QUANTIZE_MODES, ShapeSpec, factorize_linears, quantize_linears
 from detkit.registry import Registry, build_from_config
 
 __all__ = [
@@ -12,7 +14,10 @@ __all__ = [
     "ROI_HEADS_REGISTRY",
     "build_roi_box_head",
     "build_roi_heads",
+    "quantize_box_head",
 ]
+
+logger = logging.getLogger(__name__)
 
 ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
 ROI_HEADS_REGISTRY.__doc__ = """
@@ -57,3 +62,31 @@ def build_roi_box_head(
     if ranks:
         factorize_linears(head, ranks)
     return head
+
+
+def quantize_box_head(cfg, model: nn.Module) -> nn.Module:
+    """``MODEL.ROI_BOX_HEAD.QUANTIZE "int8"``: the fully connected layers of the trained
+    model's box head (fc6, fc7; both halves of SVD pairs) become dynamically quantized int8
+    layers (:func:`~detkit.layers.quantize_linears`), in place, for CPU inference. Call it
+    after the weights are loaded, on the model in eval mode. "" leaves the model as it is.
+
+    Raises:
+        ValueError: an unknown mode, or a model without ``roi_heads.box_head``.
+    """
+    mode = cfg.MODEL.ROI_BOX_HEAD.QUANTIZE
+    if mode not in QUANTIZE_MODES:
+        raise ValueError(
+            f"Unknown MODEL.ROI_BOX_HEAD.QUANTIZE '{mode}'; valid: "
+            f"{', '.join(repr(m) for m in QUANTIZE_MODES)}."
+        )
+    if not mode:
+        return model
+    box_head = getattr(getattr(model, "roi_heads", None), "box_head", None)
+    if box_head is None:
+        raise ValueError(
+            f"MODEL.ROI_BOX_HEAD.QUANTIZE '{mode}': {type(model).__name__} has no "
+            "roi_heads.box_head to quantize; set the key to '' for this model."
+        )
+    count = quantize_linears(box_head)
+    logger.info(f"MODEL.ROI_BOX_HEAD.QUANTIZE int8: {count} fully connected layers quantized")
+    return model

@@ -1,0 +1,58 @@
+"""tools/benchmark.py --inference: each phase's time lands in its own row (a box head made
+slow by a known delay shows it in the box_head row only), and the printed table adds up."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import time
+
+import pytest
+
+from detkit.config import get_cfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHAPES = os.path.join(ROOT, "configs/quickstart/shapes.yaml")
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        "benchmark", os.path.join(ROOT, "tools/benchmark.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_slow_box_head_shows_in_its_own_row(monkeypatch):
+    from detkit.modeling.roi_heads import ConvFCHead
+
+    forward = ConvFCHead.forward
+
+    def slow_forward(self, x):
+        time.sleep(0.05)
+        return forward(self, x)
+
+    monkeypatch.setattr(ConvFCHead, "forward", slow_forward)
+    cfg = get_cfg()
+    cfg.merge_from_file(SHAPES)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "192"])
+    times = _tool().profile_inference(cfg, iters=2, warmup=1)
+    assert all(len(values) == 2 for values in times.values())
+    assert min(times["box_head"]) >= 0.05
+    # The delay is not counted twice: the rest of the ROI heads stays well below it.
+    assert max(times["rest"]) < 0.05 and max(times["pooler"]) < 0.05
+
+
+def test_printed_table_adds_up(capsys):
+    assert _tool().main(
+        ["--config-file", SHAPES, "--inference", "--iters", "2", "--warmup", "1",
+         "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "160"]
+    ) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "inference on a 160x213 image" in out
+    shares = [float(s) for s in re.findall(r"^\w+ +[\d.]+ +[\d.]+ +([\d.]+)%$", out, re.M)]
+    assert len(shares) == 6 and sum(shares) == pytest.approx(100.0, abs=0.5)
+    overhead = re.search(r"framework overhead .*: ([\d.]+) ms, ([\d.]+)% of the total", out)
+    assert overhead and 0 < float(overhead.group(2)) < 100
