@@ -9,12 +9,14 @@ Phases of one training iteration, each timed on its own (median, mean and share 
 measured iterations): data (waiting for the next batch from the loader), backbone, RPN, ROI
 heads (forward, losses included), backward, optimizer step. Also the throughput in images/s.
 
-With --inference: one image per iteration, in eval mode with the model set up as
+With --inference: one image per iteration, in eval mode, the model set up as
 ``DefaultPredictor`` sets it up (``MODEL.MEMORY_FORMAT measure``,
 ``MODEL.ROI_BOX_HEAD.QUANTIZE``), on a random image of the test size (``INPUT.MIN_SIZE_TEST``
-by 4/3 of it, e.g. 600 x 800): preprocess (normalize, pad), backbone, RPN (proposals), pooler,
-box head (e.g. fc6/fc7), and the rest (box predictor, per-class NMS, rescaling). "framework
-overhead" is everything but the backbone and the box head.
+by 4/3 of it, e.g. 600 x 800): preprocess (normalize, pad), backbone, the RPN's head (its
+convs), proposals (anchors, box decoding, top-k, NMS), pooler, box head (e.g. fc6/fc7), box
+predictor, and postprocess (per-class boxes and NMS, rescaling). Two overheads are printed:
+everything but the backbone and the box head, and the glue: everything but learned layers
+and the pooling kernel (preprocess, proposals, postprocess).
 
 Figures are printed, never asserted: compare two configs, or a change, in one session.
 """
@@ -39,7 +41,24 @@ from detkit.solver import build_optimizer  # noqa: E402
 from detkit.utils.cli import add_debug_argument, run_cli  # noqa: E402
 
 PHASES = ("data", "backbone", "rpn", "roi_heads", "backward", "optimizer")
-INFERENCE_PHASES = ("preprocess", "backbone", "rpn", "pooler", "box_head", "rest")
+INFERENCE_PHASES = (
+    "preprocess",
+    "backbone",
+    "rpn_head",
+    "proposals",
+    "pooler",
+    "box_head",
+    "predictor",
+    "postprocess",
+)
+GLUE_PHASES = ("preprocess", "proposals", "postprocess")  # no learned layer, no pooling
+# Submodules timed inside the RPN and the ROI heads: (phase, path in the model).
+_WATCHED = (
+    ("rpn_head", "proposal_generator.head"),
+    ("pooler", "roi_heads.pooler"),
+    ("box_head", "roi_heads.box_head"),
+    ("predictor", "roi_heads.box_predictor"),
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -118,11 +137,11 @@ def profile_inference(cfg, iters: int, warmup: int) -> dict[str, list[float]]:
     image = torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(0))
     batch = [{"image": image.float(), "height": height, "width": width}]
     watches = {}
-    if hasattr(model, "roi_heads"):
-        watches = {
-            "pooler": _Stopwatch(model.roi_heads.pooler, device),
-            "box_head": _Stopwatch(model.roi_heads.box_head, device),
-        }
+    for phase, path in _WATCHED:
+        try:
+            watches[phase] = _Stopwatch(model.get_submodule(path), device)
+        except AttributeError:
+            pass  # e.g. a proposal network has no ROI heads: the phase stays at 0
     times: dict[str, list[float]] = {p: [] for p in INFERENCE_PHASES}
     for it in range(warmup + iters):
         for watch in watches.values():
@@ -144,13 +163,15 @@ def profile_inference(cfg, iters: int, warmup: int) -> dict[str, list[float]]:
         marks.append(time.perf_counter())
         if it < warmup:
             continue
-        times["preprocess"].append(marks[1] - marks[0])
-        times["backbone"].append(marks[2] - marks[1])
-        times["rpn"].append(marks[3] - marks[2])
-        inside = {name: watch.seconds for name, watch in watches.items()}
-        times["pooler"].append(inside.get("pooler", 0.0))
-        times["box_head"].append(inside.get("box_head", 0.0))
-        times["rest"].append(marks[4] - marks[3] - sum(inside.values()))
+        inside = {phase: watch.seconds for phase, watch in watches.items()}
+        rpn_head = inside.get("rpn_head", 0.0)
+        in_roi_heads = sum(v for k, v in inside.items() if k != "rpn_head")
+        for phase in INFERENCE_PHASES:
+            times[phase].append(inside.get(phase, 0.0))
+        times["preprocess"][-1] = marks[1] - marks[0]
+        times["backbone"][-1] = marks[2] - marks[1]
+        times["proposals"][-1] = marks[3] - marks[2] - rpn_head
+        times["postprocess"][-1] = marks[4] - marks[3] - in_roi_heads
     return times
 
 
@@ -193,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         total = _print_table(INFERENCE_PHASES, times)
         overhead = [t - b - h for t, b, h in zip(total, times["backbone"], times["box_head"])]
-        print(
-            f"framework overhead (all but backbone and box head): "
-            f"{1e3 * statistics.median(overhead):.1f} ms, "
-            f"{statistics.mean(overhead) / statistics.mean(total):.1%} of the total"
-        )
+        glue = [sum(parts) for parts in zip(*(times[p] for p in GLUE_PHASES))]
+        for label, values in (("all but backbone and box head", overhead), ("glue", glue)):
+            print(
+                f"overhead ({label}): {1e3 * statistics.median(values):.1f} ms, "
+                f"{statistics.mean(values) / statistics.mean(total):.1%} of the total"
+            )
         return 0
     times = profile(cfg, args.iters, args.warmup)
     print(

@@ -14,6 +14,7 @@ from detkit.config import get_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPES = os.path.join(ROOT, "configs/quickstart/shapes.yaml")
+DELAY = 0.5  # seconds added to each box head call
 
 
 def _tool():
@@ -31,18 +32,20 @@ def test_a_slow_box_head_shows_in_its_own_row(monkeypatch):
     forward = ConvFCHead.forward
 
     def slow_forward(self, x):
-        time.sleep(0.05)
+        time.sleep(DELAY)
         return forward(self, x)
 
     monkeypatch.setattr(ConvFCHead, "forward", slow_forward)
     cfg = get_cfg()
     cfg.merge_from_file(SHAPES)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "192"])
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "160"])
     times = _tool().profile_inference(cfg, iters=2, warmup=1)
     assert all(len(values) == 2 for values in times.values())
-    assert min(times["box_head"]) >= 0.05
-    # The delay is not counted twice: the rest of the ROI heads stays well below it.
-    assert max(times["rest"]) < 0.05 and max(times["pooler"]) < 0.05
+    assert min(times["box_head"]) >= DELAY
+    # The delay is not counted twice: the other phases of the ROI heads (about a
+    # millisecond each on a 160 x 213 image) stay well below it, even on a busy machine.
+    for phase in ("pooler", "predictor", "postprocess"):
+        assert 0 <= max(times[phase]) < DELAY / 2
 
 
 def test_printed_table_adds_up(capsys):
@@ -53,6 +56,8 @@ def test_printed_table_adds_up(capsys):
     out = capsys.readouterr().out
     assert "inference on a 160x213 image" in out
     shares = [float(s) for s in re.findall(r"^\w+ +[\d.]+ +[\d.]+ +([\d.]+)%$", out, re.M)]
-    assert len(shares) == 6 and sum(shares) == pytest.approx(100.0, abs=0.5)
-    overhead = re.search(r"framework overhead .*: ([\d.]+) ms, ([\d.]+)% of the total", out)
-    assert overhead and 0 < float(overhead.group(2)) < 100
+    assert len(shares) == 8 and sum(shares) == pytest.approx(100.0, abs=0.5)
+    overheads = re.findall(r"overhead \((.*)\): ([\d.]+) ms, ([\d.]+)% of the total", out)
+    assert [label for label, _, _ in overheads] == ["all but backbone and box head", "glue"]
+    # The glue is part of the larger overhead.
+    assert 0 < float(overheads[1][2]) < float(overheads[0][2]) < 100
