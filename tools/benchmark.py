@@ -68,8 +68,11 @@ def _sync(device: torch.device) -> None:
 
 def profile(cfg, iters: int, warmup: int) -> dict[str, list[float]]:
     """Seconds of each phase, per measured iteration."""
+    from detkit.modeling.meta_arch import select_memory_format
+
     seed_all_rng(max(cfg.SEED, 0))
-    model = build_model(cfg)
+    # As DefaultTrainer builds it: MODEL.MEMORY_FORMAT "measure" times the layouts first.
+    model = select_memory_format(cfg, build_model(cfg), "training")
     model.train()
     optimizer = build_optimizer(cfg, model)
     loader = iter(build_detection_train_loader(cfg))
