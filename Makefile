@@ -11,7 +11,7 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -c requirements/constraints.txt -e ".[test,selective-search]"
+	$(PY) -m pip install -c requirements/constraints.txt -e ".[test,selective-search,export]"
 	touch $(STAMP)
 
 # The CPU quickstart: generate the shapes dataset (first run only), train Faster R-CNN on it

@@ -84,7 +84,10 @@ class ImagePreprocessor(nn.Module):
         batch = ImageList.from_tensors(images, self.size_divisibility)
         batch.tensor = batch.tensor.contiguous(memory_format=self.memory_format)
         batch.original_sizes = [
-            (int(x.get("height", im.shape[-2])), int(x.get("width", im.shape[-1])))
+            (
+                torch.sym_int(x.get("height", im.shape[-2])),
+                torch.sym_int(x.get("width", im.shape[-1])),
+            )
             for x, im in zip(batched_inputs, images)
         ]
         return batch

@@ -25,10 +25,13 @@ class Boxes:
             tensor = torch.as_tensor(tensor, dtype=torch.float32)
         elif not tensor.is_floating_point():
             tensor = tensor.to(torch.float32)
-        if tensor.numel() == 0:
-            tensor = tensor.reshape(0, 4).to(dtype=torch.float32)
+        # The shape first: N may be a number known only at run time (torch.export).
         if tensor.dim() != 2 or tensor.shape[-1] != 4:
-            raise ValueError(f"Boxes expects a tensor of shape (N, 4); got {tuple(tensor.shape)}.")
+            if tensor.numel() != 0:
+                raise ValueError(
+                    f"Boxes expects a tensor of shape (N, 4); got {tuple(tensor.shape)}."
+                )
+            tensor = tensor.reshape(0, 4).to(dtype=torch.float32)
         self.tensor = tensor
         self.legacy_plus_one = legacy_plus_one
 
@@ -66,10 +69,11 @@ class Boxes:
         """
         h, w = image_size
         x_max, y_max = w - self._one, h - self._one
-        self.tensor[:, 0].clamp_(min=0, max=x_max)
-        self.tensor[:, 1].clamp_(min=0, max=y_max)
-        self.tensor[:, 2].clamp_(min=0, max=x_max)
-        self.tensor[:, 3].clamp_(min=0, max=y_max)
+        # Float bounds: ONNX export cannot mix an int bound with a symbolic float one.
+        self.tensor[:, 0].clamp_(min=0.0, max=x_max)
+        self.tensor[:, 1].clamp_(min=0.0, max=y_max)
+        self.tensor[:, 2].clamp_(min=0.0, max=x_max)
+        self.tensor[:, 3].clamp_(min=0.0, max=y_max)
 
     def nonempty(self, threshold: float = 0.0) -> Tensor:
         """Tensor[N] bool: True where both width and height exceed ``threshold``."""

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 __all__ = ["ImageList"]
 
@@ -77,13 +76,17 @@ class ImageList:
                 f"ImageList.from_tensors: images have different leading shapes {sorted(channels)}; "
                 "all must have the same number of channels."
             )
-        image_sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+        # Sizes stay symbolic while exporting (torch.export with dynamic H and W).
+        image_sizes = [(torch.sym_int(t.shape[-2]), torch.sym_int(t.shape[-1])) for t in tensors]
         max_h = max(h for h, _ in image_sizes)
         max_w = max(w for _, w in image_sizes)
         if size_divisibility > 1:
-            max_h = int(math.ceil(max_h / size_divisibility) * size_divisibility)
-            max_w = int(math.ceil(max_w / size_divisibility) * size_divisibility)
-        if len(tensors) == 1 and image_sizes[0] == (max_h, max_w):
+            max_h = -(-max_h // size_divisibility) * size_divisibility
+            max_w = -(-max_w // size_divisibility) * size_divisibility
+        unpadded = statically_known_true(image_sizes[0][0] == max_h) and statically_known_true(
+            image_sizes[0][1] == max_w
+        )
+        if len(tensors) == 1 and unpadded:
             return ImageList(tensors[0].unsqueeze(0), image_sizes)
         batch = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], max_h, max_w), pad_value)
         for pad_img, img in zip(batch, tensors):

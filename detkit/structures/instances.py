@@ -9,6 +9,13 @@ import torch
 __all__ = ["Instances", "check_gt_classes"]
 
 
+def _num_items(value: Any) -> int | torch.SymInt:
+    """``len(value)``; for a tensor (or ``Boxes``) its first dimension, which stays
+    symbolic while exporting where ``len()`` would have to make it a plain int."""
+    tensor = getattr(value, "tensor", value)
+    return torch.sym_int(tensor.shape[0]) if isinstance(tensor, torch.Tensor) else len(value)
+
+
 class Instances:
     """A set of N objects in one image, each field holding one entry per object.
 
@@ -22,7 +29,8 @@ class Instances:
     """
 
     def __init__(self, image_size: tuple[int, int], **fields: Any):
-        self._image_size = (int(image_size[0]), int(image_size[1]))
+        # torch.sym_int: an int, but a symbolic size stays symbolic (torch.export).
+        self._image_size = (torch.sym_int(image_size[0]), torch.sym_int(image_size[1]))
         self._fields: dict[str, Any] = {}
         for name, value in fields.items():
             self.set(name, value)
@@ -47,8 +55,8 @@ class Instances:
 
     def set(self, name: str, value: Any) -> None:
         """Set a field; its length must equal that of the fields already present."""
-        n = len(value)
-        if self._fields and n != len(self):
+        n = _num_items(value)
+        if self._fields and n != self.num_instances():
             raise ValueError(
                 f"Instances field '{name}' has length {n}, but the other fields "
                 f"({', '.join(self._fields)}) have length {len(self)}; all fields of one "
@@ -88,8 +96,12 @@ class Instances:
         return out
 
     def __len__(self) -> int:
+        return int(self.num_instances())
+
+    def num_instances(self) -> int | torch.SymInt:
+        """``len(self)``, symbolic while exporting (``len()`` must return a plain int)."""
         for value in self._fields.values():
-            return len(value)
+            return _num_items(value)
         return 0
 
     def __iter__(self):

@@ -129,11 +129,21 @@ class GridAnchorGenerator(AnchorGenerator):
 
         The returned tensor is shared with the cache: do not modify it in place.
         """
+        if torch.compiler.is_compiling():  # traced sizes are symbolic: nothing to cache
+            return self._grid(level, height, width, device)
         key = (level, height, width, str(device))
         cached = self._grid_cache.get(key)
         if cached is not None:
             self._grid_cache.move_to_end(key)
             return cached
+        anchors = self._grid(level, height, width, device)
+        self._grid_cache[key] = anchors
+        if len(self._grid_cache) > _MAX_CACHED_GRIDS:
+            self._grid_cache.popitem(last=False)
+        return anchors
+
+    def _grid(self, level: int, height: int, width: int, device: torch.device) -> Tensor:
+        """``Tensor[height * width * A, 4]``: the anchors of map ``level``, computed."""
         stride = self.strides[level]
         xs = (torch.arange(width, dtype=torch.float32, device=device) + self.offset) * stride
         ys = (torch.arange(height, dtype=torch.float32, device=device) + self.offset) * stride
@@ -141,11 +151,7 @@ class GridAnchorGenerator(AnchorGenerator):
         shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
         shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=1)  # [H * W, 4]
         cell = self.cell_anchors[level].to(device)  # [A, 4]
-        anchors = (shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4)  # anchor fastest
-        self._grid_cache[key] = anchors
-        if len(self._grid_cache) > _MAX_CACHED_GRIDS:
-            self._grid_cache.popitem(last=False)
-        return anchors
+        return (shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4)  # anchor fastest
 
     def forward(self, features: list[Tensor]) -> list[Tensor]:
         """Anchors of each feature map.

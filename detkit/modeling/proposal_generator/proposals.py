@@ -79,8 +79,10 @@ def find_top_proposals(
                 )
                 continue
             boxes, logits = boxes[keep], logits[keep]
-            if logits.numel() > pre_nms_topk:
-                logits, order = logits.topk(pre_nms_topk)
+            # Traced (torch.export), the count is unknown: the best min(count, pre_nms_topk).
+            count = torch.sym_int(logits.numel())
+            if torch.compiler.is_compiling() or count > pre_nms_topk:
+                logits, order = logits.topk(torch.sym_min(count, pre_nms_topk))
                 boxes = boxes[order]
             else:
                 logits, order = logits.sort(descending=True)

@@ -6,7 +6,7 @@ import torch
 from fvcore.nn import smooth_l1_loss
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from detkit.structures import Boxes, Instances
 
@@ -143,6 +143,17 @@ def fast_rcnn_classification_statistics(
     return statistics
 
 
+def _batched_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision's ``batched_nms``; traced (torch.export, torch.compile), its coordinate
+    trick (boxes of each class shifted apart, one NMS) without its branches on the number of
+    boxes, which is unknown then. The offset is torchvision's, the largest coordinate + 1
+    (0 + 1 without boxes)."""
+    if not torch.compiler.is_compiling():
+        return batched_nms(boxes, scores, classes, iou_threshold)
+    largest = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+    return nms(boxes + (classes.to(boxes) * (largest + 1))[:, None], scores, iou_threshold)
+
+
 def fast_rcnn_inference_single_image(
     boxes: Tensor,
     scores: Tensor,
@@ -173,7 +184,7 @@ def fast_rcnn_inference_single_image(
     roi_idx, class_idx = (scores > score_thresh).nonzero(as_tuple=True)
     kept_boxes, kept_scores = boxes[roi_idx, class_idx], scores[roi_idx, class_idx]
     # batched_nms keeps NMS within each class; its output is sorted by decreasing score.
-    keep = batched_nms(kept_boxes, kept_scores, class_idx, nms_thresh)[:topk_per_image]
+    keep = _batched_nms(kept_boxes, kept_scores, class_idx, nms_thresh)[:topk_per_image]
     return Instances(
         image_size,
         pred_boxes=Boxes(kept_boxes[keep], legacy_plus_one),

@@ -236,7 +236,7 @@ class StandardROIHeads(nn.Module):
     ) -> list[Instances]:
         """Per-image detections in the padded input's pixels."""
         probs = F.softmax(scores, dim=-1)[:, : self.num_classes]  # background is the last class
-        counts = [len(p) for p in proposals]
+        counts = [p.num_instances() for p in proposals]
         proposal_boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
         if self.box_predictor.cls_agnostic_bbox_reg:
             boxes = self.box_coder.decode(deltas, proposal_boxes)
