@@ -110,7 +110,9 @@ def _time_once(backbone: nn.Module, image, memory_format, mode: str) -> float:
     backbone.to(memory_format=memory_format)
     batch = image.contiguous(memory_format=memory_format)
     start = time.perf_counter()
-    if mode == "training":
+    # A backbone frozen whole (e.g. the alternating scheme's later steps) trains no weight:
+    # its training cost is its forward.
+    if mode == "training" and any(p.requires_grad for p in backbone.parameters()):
         outputs = backbone(batch)
         sum(o.float().mean() for o in outputs.values()).backward()
     else:

@@ -67,8 +67,8 @@ def resolve_memory_format(name: str, device: torch.device) -> torch.memory_forma
     """``MODEL.MEMORY_FORMAT`` to the format a model is built in: "auto" is ``channels_last``
     on the CPU, where oneDNN's convolutions ran faster on it on the machine that chose it
     (the quickstart's backbone forward about 13%, docs/quickstart.md), and the default
-    contiguous layout on CUDA. "measure" starts the same way; the trainer and the predictor
-    then time both layouts for their mode (:func:`select_memory_format`)."""
+    contiguous layout on CUDA. "measure" (the default) starts the same way; the trainer and
+    the predictor then time both layouts for their mode (:func:`select_memory_format`)."""
     if name not in MEMORY_FORMATS:
         raise ValueError(
             f"Unknown MODEL.MEMORY_FORMAT '{name}'; valid: "
@@ -85,8 +85,10 @@ def select_memory_format(cfg, model: nn.Module, mode: str) -> nn.Module:
     measured once on an image of the mode's size and cached
     (:func:`detkit.modeling.layout.choose_memory_format`), and give each ``ROIAlign`` left
     at "auto" the faster implementation for each mode; otherwise leave it as built."""
-    if cfg.MODEL.MEMORY_FORMAT != "measure":
-        return model
+    if cfg.MODEL.MEMORY_FORMAT != "measure" or not isinstance(
+        getattr(model, "backbone", None), nn.Module
+    ):
+        return model  # a meta-architecture without a backbone keeps the layout it was built in
     device = next(model.parameters()).device
     if device.type != "cpu":
         return apply_memory_format(model, torch.contiguous_format)
