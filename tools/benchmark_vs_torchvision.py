@@ -7,8 +7,9 @@
 Builds detkit's model from --config-file (default configs/faster_rcnn_vgg16.yaml) with the
 settings torchvision's FasterRCNN can express (modern box widths, anchors rounded to whole
 pixels as torchvision's and centred at the cell corner, sigmoid objectness, batches padded
-to a multiple of 32, no RPN minimum box size; RoIAlign with sampling ratio 2 and without
-the half-pixel alignment, as MultiScaleRoIAlign), then torchvision's FasterRCNN from the same
+to a multiple of 32, no RPN minimum box size, no dropout after fc6/fc7 as TwoMLPHead;
+RoIAlign with sampling ratio 2 and without the half-pixel alignment, as
+MultiScaleRoIAlign), then torchvision's FasterRCNN from the same
 parts and the same weights: torchvision's own VGG16 layers (another backbone: detkit's
 module), the RPN head, fc6/fc7 and the predictor (its rows reordered: torchvision's
 background is class 0, detkit's the last).
@@ -65,6 +66,9 @@ COMPARABLE = [
     "MODEL.RPN.HEAD.OBJECTNESS", "sigmoid",
     "MODEL.RPN.MIN_SIZE", 0.0,
     "INPUT.SIZE_DIVISIBILITY", 32,
+    # torchvision's TwoMLPHead has no dropout after fc6/fc7: without this, detkit's training
+    # step does two dropouts more (inference is unaffected: dropout is off in eval mode).
+    "MODEL.ROI_BOX_HEAD.DROPOUT", 0.0,
 ]  # fmt: skip
 
 
