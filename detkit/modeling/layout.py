@@ -12,6 +12,7 @@ the contiguous layout (no measurement).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -84,25 +85,22 @@ def time_layouts(
 ) -> dict[str, float]:
     """Median milliseconds of one backbone forward (``"inference"``) or forward + backward
     (``"training"``) on a ``1 x C x H x W`` image in each layout, the layouts alternating
-    (after one warm-up run each). The backbone is left in its original layout."""
+    (after one warm-up run each), on a copy of the backbone: the backbone is left as it was."""
     if mode not in MODES:
         raise ValueError(f"Layout mode must be one of {MODES}; got '{mode}'.")
     channels = next(p for p in backbone.parameters() if p.dim() == 4).shape[1]
-    image = torch.randn(1, channels, *input_size)
-    original = _layout_of(backbone)
-    was_training = backbone.training
-    backbone.train(mode == "training")
+    # A private generator and a copy of the backbone: timing must not change what the run
+    # computes afterwards (the global random stream, batch norm's running statistics, the
+    # gradients), or a run that measures would differ from one that reads the cache.
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(1, channels, *input_size, generator=generator)
+    backbone = copy.deepcopy(backbone).train(mode == "training")
     times: dict[str, list[float]] = {name: [] for name in LAYOUTS}
-    try:
-        for round_index in range(repeats + 1):
-            for name, memory_format in LAYOUTS.items():
-                elapsed = _time_once(backbone, image, memory_format, mode)
-                if round_index > 0:  # the first round warms up
-                    times[name].append(elapsed)
-    finally:
-        backbone.to(memory_format=original)
-        backbone.zero_grad(set_to_none=True)
-        backbone.train(was_training)
+    for round_index in range(repeats + 1):
+        for name, memory_format in LAYOUTS.items():
+            elapsed = _time_once(backbone, image, memory_format, mode)
+            if round_index > 0:  # the first round warms up
+                times[name].append(elapsed)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -113,21 +111,13 @@ def _time_once(backbone: nn.Module, image, memory_format, mode: str) -> float:
     # A backbone frozen whole (e.g. the alternating scheme's later steps) trains no weight:
     # its training cost is its forward.
     if mode == "training" and any(p.requires_grad for p in backbone.parameters()):
-        outputs = backbone(batch)
-        sum(o.float().mean() for o in outputs.values()).backward()
+        with torch.enable_grad():  # callers may run under no_grad (inference)
+            outputs = backbone(batch)
+            sum(o.float().mean() for o in outputs.values()).backward()
     else:
         with torch.no_grad():
             backbone(batch)
     return (time.perf_counter() - start) * 1000
-
-
-def _layout_of(module: nn.Module) -> torch.memory_format:
-    for weight in module.parameters():
-        if weight.dim() == 4 and weight.shape[-2:] != (1, 1):
-            if weight.is_contiguous(memory_format=torch.channels_last):
-                return torch.channels_last
-            break
-    return torch.contiguous_format
 
 
 def time_roi_align(
@@ -148,7 +138,7 @@ def time_roi_align(
     corners = torch.rand(num_rois, 2, generator=generator) * torch.tensor([width, height]) * stride
     sides = 16 + torch.rand(num_rois, 2, generator=generator) * 384
     boxes = torch.cat([corners, corners + sides], dim=1)
-    feature = torch.randn(1, pooler.in_channels, height, width)
+    feature = torch.randn(1, pooler.in_channels, height, width, generator=generator)
     feature = feature.contiguous(memory_format=memory_format).requires_grad_(mode == "training")
     before = (pooler.implementation, dict(pooler.implementation_by_mode))
     times: dict[str, list[float]] = {name: [] for name in ROI_ALIGN_IMPLEMENTATIONS}
@@ -158,7 +148,8 @@ def time_roi_align(
                 pooler.implementation, pooler.implementation_by_mode = name, {}
                 start = time.perf_counter()
                 if mode == "training":
-                    pooler._pool(feature, [boxes]).sum().backward()
+                    with torch.enable_grad():  # callers may run under no_grad (inference)
+                        pooler._pool(feature, [boxes]).sum().backward()
                 else:
                     with torch.no_grad():
                         pooler._pool(feature, [boxes])

@@ -68,11 +68,13 @@ def test_resume_continues_exactly(tiny_shapes, tmp_path):
     resumed = DefaultTrainer(cfg_resumed)
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 2
-    # Same optimizer state: the momentum buffers saved at iteration 1.
-    for p_state, saved_state in zip(
-        resumed.optimizer.state_dict()["state"].values(), saved["optimizer"]["state"].values()
-    ):
-        assert torch.equal(p_state["momentum_buffer"], saved_state["momentum_buffer"])
+    # Same optimizer state: every buffer saved at iteration 1 (SGD's momentum, AdamW's
+    # moments and step counts).
+    states = resumed.optimizer.state_dict()["state"].values()
+    for p_state, saved_state in zip(states, saved["optimizer"]["state"].values()):
+        assert p_state.keys() == saved_state.keys() and saved_state
+        for key, value in saved_state.items():
+            assert torch.equal(torch.as_tensor(p_state[key]), torch.as_tensor(value)), key
     assert resumed.scheduler.last_epoch == saved["scheduler"]["last_epoch"] == 2
     # Same next batch: the resumed loader's first batch is batch 2 of the full stream,
     # pixels (augmentation included) and boxes.

@@ -178,7 +178,7 @@ def test_tool_exports_and_checks_end_to_end(tmp_path, capsys):
     out = tmp_path / "export"
     argv = ["--config-file", SHAPES, "--format", "torch-export", "--output", str(out)]
     argv += ["--check-image", *images, "MODEL.WEIGHTS", str(tmp_path / "model_final.pth")]
-    argv += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.4"]
+    argv += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.4", "INPUT.MIN_SIZE_TEST", "320"]
     assert _tool().main(argv) == 0
     printed = capsys.readouterr().out
     assert "Parity OK" in printed

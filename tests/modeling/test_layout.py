@@ -16,6 +16,7 @@ from detkit.modeling.layout import (
     layout_cache_key,
     layout_cache_path,
     time_layouts,
+    time_roi_align,
 )
 from detkit.modeling.meta_arch import select_memory_format
 
@@ -196,8 +197,6 @@ def test_roi_align_follows_the_measured_implementation_of_each_mode(monkeypatch)
 
 
 def test_measure_times_both_roi_align_implementations_for_both_modes(log):
-    from detkit.modeling.layout import time_roi_align
-
     pooler = _roi_align()
     ms = time_roi_align(pooler, "training", (8, 10), 16, repeats=1)
     assert set(ms) == {"separable", "torchvision"} and pooler.implementation == "auto"
@@ -208,3 +207,25 @@ def test_measure_times_both_roi_align_implementations_for_both_modes(log):
     assert set(chosen.values()) <= {"separable", "torchvision"}
     lines = [r.getMessage() for r in log.records if "RoIAlign for" in r.getMessage()]
     assert len(lines) == 2 and lines[0].startswith("roi_heads.pooler: ")
+
+
+def test_timing_leaves_the_model_and_the_random_stream_as_they_were():
+    # A run that measures must compute what a run reading the cache computes: the timing
+    # passes may not touch batch norm's running statistics, gradients, the layout or the
+    # global random stream (a resumed run reads the cache its first run wrote).
+    model = build_model(_cfg("measure"))
+    backbone = model.backbone.train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    layout = backbone.stage1[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(7)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(7)
+    time_layouts(backbone, "training", (64, 96), repeats=1)
+    pooler = model.roi_heads.pooler
+    time_roi_align(pooler, "training", (8, 12), num_rois=4, repeats=1)
+    assert torch.equal(torch.rand(3), expected_draw)
+    for name, value in backbone.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert all(p.grad is None for p in backbone.parameters())
+    assert backbone.training
+    assert backbone.stage1[0].conv.weight.is_contiguous(memory_format=torch.channels_last) == layout
