@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -386,14 +387,18 @@ def test_rpn_only_config_trains_evaluates_recall_and_writes_proposals(tiny_shape
         tiny_shapes_root,
     )
     again = json.load(open(os.path.join(evaluated, "summary.json")))
-    assert again["eval_only"] and again["AR@100"] == summary["AR@100"]
+    # MODEL.MEMORY_FORMAT measure may run training and inference in different layouts
+    # (each the faster for its mode), whose float rounding differs: equal up to that.
+    assert again["eval_only"] and again["AR@100"] == pytest.approx(summary["AR@100"], abs=1e-3)
     assert again["evaluator"] == "proposals" and again["metric"] == summary["metric"]
     from detkit.data import load_proposals
 
     first = load_proposals(os.path.join(out, "inference", "shapes_test", "proposals.npz"))
     second = load_proposals(os.path.join(evaluated, "inference", "shapes_test", "proposals.npz"))
     assert first.image_ids == second.image_ids
-    assert first.boxes.tolist() == second.boxes.tolist()
+    assert len(first.boxes) == len(second.boxes)
+    for a, b in zip(first.boxes, second.boxes):
+        np.testing.assert_allclose(a, b, atol=1e-3)
 
 
 def test_a_new_run_into_a_finished_folder_is_refused(quickstart_run, tiny_shapes_root):
