@@ -166,15 +166,15 @@ def profile_inference(cfg, iters: int, warmup: int) -> dict[str, list[float]]:
         marks.append(time.perf_counter())
         if it < warmup:
             continue
-        inside = {phase: watch.seconds for phase, watch in watches.items()}
-        rpn_head = inside.get("rpn_head", 0.0)
-        in_roi_heads = sum(v for k, v in inside.items() if k != "rpn_head")
+        step = {phase: watch.seconds for phase, watch in watches.items()}
+        rpn_head = step.get("rpn_head", 0.0)
+        in_roi_heads = sum(v for k, v in step.items() if k != "rpn_head")
+        step["preprocess"] = marks[1] - marks[0]
+        step["backbone"] = marks[2] - marks[1]
+        step["proposals"] = marks[3] - marks[2] - rpn_head
+        step["postprocess"] = marks[4] - marks[3] - in_roi_heads
         for phase in INFERENCE_PHASES:
-            times[phase].append(inside.get(phase, 0.0))
-        times["preprocess"][-1] = marks[1] - marks[0]
-        times["backbone"][-1] = marks[2] - marks[1]
-        times["proposals"][-1] = marks[3] - marks[2] - rpn_head
-        times["postprocess"][-1] = marks[4] - marks[3] - in_roi_heads
+            times[phase].append(step.get(phase, 0.0))
     return times
 
 
