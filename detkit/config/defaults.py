@@ -41,6 +41,7 @@ _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # ResNet: the 
 _C.MODEL.TINY = CN()  # options of the small CPU backbone used by the quickstart
 _C.MODEL.TINY.CHANNELS = [32, 64, 128, 256]  # output channels of the four stride-2 stages
 _C.MODEL.TINY.BLOCKS_PER_STAGE = 1  # extra 3x3 conv blocks after each stage's strided conv
+_C.MODEL.TINY.BLOCKS = []  # the same per stage, 4 numbers (e.g. [0, 1, 1, 1]); empty: as above
 _C.MODEL.TINY.OUT_FEATURES = ["stage4"]  # stages returned (stage i has stride 2^i)
 _C.MODEL.TINY.STAGE4_DILATION = 1  # 2: stage 4 dilated instead of strided (stride 8)
 

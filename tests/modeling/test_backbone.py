@@ -268,6 +268,16 @@ def test_tiny_from_config_reads_its_keys():
     assert groups == [8, 16, 24, 24]
     assert not any(p.requires_grad for p in model.stage1.parameters())
     assert all(p.requires_grad for p in model.stage2.parameters())
+    # MODEL.TINY.BLOCKS: a number of extra blocks per stage, in place of BLOCKS_PER_STAGE.
+    cfg.MODEL.TINY.BLOCKS = [0, 2, 1, 3]
+    model = build_backbone(cfg)
+    assert [len(getattr(model, f"stage{i}")) for i in range(1, 5)] == [1, 3, 2, 4]
+    image = torch.randn(1, 3, 48, 80)
+    assert model(image)["stage4"].shape == (1, 24, 3, 5)  # strides unchanged
+    cfg.MODEL.TINY.BLOCKS = [0, 1]
+    with pytest.raises(ValueError, match=r"MODEL.TINY.BLOCKS\b.*\[0, 1\]"):
+        build_backbone(cfg)
+    cfg.MODEL.TINY.BLOCKS = []
     cfg.MODEL.BACKBONE.NORM = "LN"
     with pytest.raises(ValueError, match=r"'LN'.*'', 'BN', 'FrozenBN', 'GN'"):
         build_backbone(cfg)

@@ -71,7 +71,9 @@ class TinyBackbone(Backbone):
     Args:
         in_channels: image channels (3).
         channels: output channels of the four stages, e.g. ``[32, 64, 128, 256]``.
-        blocks_per_stage: extra stride-1 blocks after each stage's strided conv (>= 0).
+        blocks_per_stage: extra stride-1 blocks after each stage's strided conv (>= 0): one
+            number for every stage, or four, one per stage (``[0, 1, 1, 1]``: stage 1, at
+            the largest maps, only its strided conv).
         norm: ``""`` (conv bias, no normalization), ``"BN"``, ``"FrozenBN"`` or ``"GN"``.
         freeze_at: number of stages frozen from the input, 0 to 4.
         out_features: the stages returned, e.g. ``["stage3", "stage4"]`` to pool RoIs from
@@ -87,7 +89,7 @@ class TinyBackbone(Backbone):
         *,
         in_channels: int = 3,
         channels: Sequence[int] = (32, 64, 128, 256),
-        blocks_per_stage: int = 1,
+        blocks_per_stage: int | Sequence[int] = 1,
         norm: str = "",
         freeze_at: int = 0,
         out_features: Sequence[str] = ("stage4",),
@@ -109,8 +111,14 @@ class TinyBackbone(Backbone):
                 "TinyBackbone needs 4 positive stage widths (config key MODEL.TINY.CHANNELS), "
                 f"got {channels}."
             )
-        if blocks_per_stage < 0:
-            raise ValueError(f"MODEL.TINY.BLOCKS_PER_STAGE must be >= 0, got {blocks_per_stage}.")
+        if isinstance(blocks_per_stage, int):
+            blocks_per_stage = [blocks_per_stage] * 4
+        blocks_per_stage = list(blocks_per_stage)
+        if len(blocks_per_stage) != 4 or min(blocks_per_stage) < 0:
+            raise ValueError(
+                "TinyBackbone needs extra blocks >= 0, one number or four (config keys "
+                f"MODEL.TINY.BLOCKS_PER_STAGE, MODEL.TINY.BLOCKS); got {blocks_per_stage}."
+            )
         if not 0 <= freeze_at <= 4:
             raise ValueError(
                 "TinyBackbone has 4 stages; freeze_at must be in [0, 4], got "
@@ -122,14 +130,14 @@ class TinyBackbone(Backbone):
         self._strides = {name: 2 ** int(name[-1]) for name in names}
         self._strides["stage4"] //= stage4_dilation
         previous = in_channels
-        for index, width in enumerate(channels, start=1):
+        for index, (width, extra) in enumerate(zip(channels, blocks_per_stage), start=1):
             dilation = stage4_dilation if index == 4 else 1
             blocks = [
                 ConvNormReLU(previous, width, stride=2 // dilation, dilation=dilation, norm=norm)
             ]
             blocks += [
                 ConvNormReLU(width, width, dilation=dilation, norm=norm)
-                for _ in range(blocks_per_stage)
+                for _ in range(extra)
             ]
             stage = nn.Sequential(*blocks)
             if index <= freeze_at:
@@ -142,14 +150,14 @@ class TinyBackbone(Backbone):
         cls, cfg: CfgNode, node: CfgNode, input_shape: ShapeSpec | None = None
     ) -> dict[str, Any]:
         """``node``: ``MODEL.BACKBONE``, read for ``NORM`` and ``FREEZE_AT``; the layout
-        comes from ``MODEL.TINY`` (``CHANNELS``, ``BLOCKS_PER_STAGE``, ``OUT_FEATURES``,
-        ``STAGE4_DILATION``). ``input_shape``: the image's ``ShapeSpec`` (its channels,
+        comes from ``MODEL.TINY`` (``CHANNELS``, ``BLOCKS`` or else ``BLOCKS_PER_STAGE``,
+        ``OUT_FEATURES``, ``STAGE4_DILATION``). ``input_shape``: the image's ``ShapeSpec`` (its channels,
         default 3)."""
         channels = input_shape.channels if input_shape is not None else None
         return {
             "in_channels": channels or 3,
             "channels": list(cfg.MODEL.TINY.CHANNELS),
-            "blocks_per_stage": cfg.MODEL.TINY.BLOCKS_PER_STAGE,
+            "blocks_per_stage": list(cfg.MODEL.TINY.BLOCKS) or cfg.MODEL.TINY.BLOCKS_PER_STAGE,
             "norm": node.NORM,
             "freeze_at": node.FREEZE_AT,
             "out_features": list(cfg.MODEL.TINY.OUT_FEATURES),
