@@ -136,8 +136,7 @@ class TinyBackbone(Backbone):
                 ConvNormReLU(previous, width, stride=2 // dilation, dilation=dilation, norm=norm)
             ]
             blocks += [
-                ConvNormReLU(width, width, dilation=dilation, norm=norm)
-                for _ in range(extra)
+                ConvNormReLU(width, width, dilation=dilation, norm=norm) for _ in range(extra)
             ]
             stage = nn.Sequential(*blocks)
             if index <= freeze_at:
@@ -151,8 +150,8 @@ class TinyBackbone(Backbone):
     ) -> dict[str, Any]:
         """``node``: ``MODEL.BACKBONE``, read for ``NORM`` and ``FREEZE_AT``; the layout
         comes from ``MODEL.TINY`` (``CHANNELS``, ``BLOCKS`` or else ``BLOCKS_PER_STAGE``,
-        ``OUT_FEATURES``, ``STAGE4_DILATION``). ``input_shape``: the image's ``ShapeSpec`` (its channels,
-        default 3)."""
+        ``OUT_FEATURES``, ``STAGE4_DILATION``). ``input_shape``: the image's ``ShapeSpec``
+        (its channels, default 3)."""
         channels = input_shape.channels if input_shape is not None else None
         return {
             "in_channels": channels or 3,
