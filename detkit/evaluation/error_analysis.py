@@ -34,6 +34,13 @@ __all__ = ["FALSE_POSITIVE_KINDS", "analyze_errors", "format_error_report"]
 FALSE_POSITIVE_KINDS = ("duplicate", "confusion", "localization", "background")
 
 
+def _group_by_image(image_ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Image id -> the indices with that id (one sort, not one scan per image)."""
+    order = np.argsort(image_ids, kind="stable")
+    images, starts = np.unique(image_ids[order], return_index=True)
+    return dict(zip(images.tolist(), np.split(order, starts[1:])))
+
+
 def _best_other_class_iou(
     det_image_ids: np.ndarray,
     det_boxes: np.ndarray,
@@ -42,16 +49,21 @@ def _best_other_class_iou(
     gt_boxes: np.ndarray,
     gt_classes: np.ndarray,
     legacy_plus_one: bool,
-) -> np.ndarray:
-    """For each detection, the highest IoU with an object of its image and another class."""
-    best = np.zeros(det_image_ids.shape[0])
-    for image in np.intersect1d(det_image_ids, gt_image_ids):
-        dets = np.flatnonzero(det_image_ids == image)
-        gts = np.flatnonzero(gt_image_ids == image)
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each detection, the highest IoU with an object of its image and another class;
+    for each object, the highest IoU with a detection of its image and another class."""
+    det_best = np.zeros(det_image_ids.shape[0])
+    gt_best = np.zeros(gt_image_ids.shape[0])
+    gts_of = _group_by_image(gt_image_ids)
+    for image, dets in _group_by_image(det_image_ids).items():
+        gts = gts_of.get(image)
+        if gts is None:
+            continue
         iou = box_iou_numpy(det_boxes[dets], gt_boxes[gts], legacy_plus_one)
         iou[det_classes[dets][:, None] == gt_classes[gts][None, :]] = 0.0
-        best[dets] = iou.max(axis=1)
-    return best
+        det_best[dets] = iou.max(axis=1)
+        gt_best[gts] = iou.max(axis=0)
+    return det_best, gt_best
 
 
 def analyze_errors(
@@ -107,18 +119,14 @@ def analyze_errors(
     same_iou, best_gt = _best_ground_truth(
         det_image_ids, det_boxes, det_classes, gt_image_ids, gt_boxes, gt_classes, legacy_plus_one
     )
-    other_iou = _best_other_class_iou(
+    other_iou, gt_covered_by_other = _best_other_class_iou(
         det_image_ids, det_boxes, det_classes, gt_image_ids, gt_boxes, gt_classes, legacy_plus_one
     )
     # The ranking and claims of voc_eval: all detections by score, the first claim on an
     # object is its true positive, later ones duplicates; claims on difficult objects ignored.
     order = np.argsort(-det_scores, kind="stable")
     same_iou, best_gt, other_iou = same_iou[order], best_gt[order], other_iou[order]
-    ranked_classes, ranked_images, ranked_boxes = (
-        det_classes[order],
-        det_image_ids[order],
-        det_boxes[order],
-    )
+    ranked_classes = det_classes[order]
     overlaps = same_iou > iou_threshold
     on_difficult = np.zeros(len(order), dtype=bool)
     on_difficult[best_gt >= 0] = gt_difficult[best_gt[best_gt >= 0]]
@@ -151,12 +159,7 @@ def analyze_errors(
         precision = float(np.max(tp_cum[reached] / (reached + 1))) if reached.size else None
         counts = {name: int(np.sum(kind[upto] == name)) for name in FALSE_POSITIVE_KINDS}
         missed = positives[~matched[positives]]
-        confused = 0
-        for g in missed:
-            others = np.flatnonzero((ranked_images == gt_image_ids[g]) & (ranked_classes != k))
-            if others.size:
-                iou = box_iou_numpy(ranked_boxes[others], gt_boxes[g : g + 1], legacy_plus_one)
-                confused += int(iou.max() > iou_threshold)
+        confused = int(np.sum(gt_covered_by_other[missed] > iou_threshold))
         report.append(
             {
                 "class": k,
