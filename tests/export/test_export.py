@@ -34,6 +34,9 @@ SHAPES = os.path.join(ROOT, "configs/quickstart/shapes.yaml")
 RPN_SHAPES = os.path.join(ROOT, "configs/quickstart/rpn_shapes.yaml")
 EXAMPLE_SIZE, OTHER_SIZE = (256, 320), (288, 416)  # traced with the first; both non-square
 BOX_ATOL, SCORE_ATOL = 1e-3, 1e-4
+# The seeded random model's best class scores on the test images are 0.35-0.38: at 0.3 it
+# keeps 11 and 20 detections to compare (the tests check there are some, and under 100).
+SCORE_THRESH = 0.3
 FORMATS = ("onnx", "torch-export")
 
 
@@ -46,7 +49,7 @@ def _tool():
     return module
 
 
-def _cfg(config_file: str = SHAPES, score_thresh: float = 0.4):
+def _cfg(config_file: str = SHAPES, score_thresh: float = SCORE_THRESH):
     cfg = get_cfg()
     cfg.merge_from_file(config_file)
     cfg.MODEL.DEVICE = "cpu"
@@ -84,12 +87,12 @@ def _need(fmt: str) -> None:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """``get(fmt, score_thresh=0.4, config_file=SHAPES) -> (eager model, run_exported)``,
+    """``get(fmt, score_thresh=SCORE_THRESH, config_file=SHAPES) -> (eager model, run_exported)``,
     each combination exported once, traced on an ``EXAMPLE_SIZE`` image."""
     cache: dict = {}
     folder = tmp_path_factory.mktemp("exported")
 
-    def get(fmt: str, score_thresh: float = 0.4, config_file: str = SHAPES):
+    def get(fmt: str, score_thresh: float = SCORE_THRESH, config_file: str = SHAPES):
         key = (fmt, score_thresh, config_file)
         if key not in cache:
             model = _model(_cfg(config_file, score_thresh))
