@@ -27,7 +27,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detkit.evaluation.voc_metric import _best_ground_truth, box_iou_numpy
+from detkit.evaluation.voc_metric import (
+    _best_ground_truth,
+    box_iou_numpy,
+    checked_inputs,
+    claim_ground_truths,
+)
 
 __all__ = ["FALSE_POSITIVE_KINDS", "analyze_errors", "format_error_report"]
 
@@ -105,16 +110,26 @@ def analyze_errors(
         raise ValueError(
             f"background_iou must be in [0, iou_threshold={iou_threshold}]; got {background_iou}."
         )
-    det_image_ids = np.asarray(det_image_ids, dtype=np.int64).reshape(-1)
-    det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
-    det_scores = np.asarray(det_scores, dtype=np.float64).reshape(-1)
-    det_classes = np.asarray(det_classes, dtype=np.int64).reshape(-1)
-    gt_image_ids = np.asarray(gt_image_ids, dtype=np.int64).reshape(-1)
-    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    gt_classes = np.asarray(gt_classes, dtype=np.int64).reshape(-1)
-    if gt_difficult is None:
-        gt_difficult = np.zeros(gt_image_ids.shape[0], dtype=bool)
-    gt_difficult = np.asarray(gt_difficult, dtype=bool).reshape(-1)
+    (
+        det_image_ids,
+        det_boxes,
+        det_scores,
+        det_classes,
+        gt_image_ids,
+        gt_boxes,
+        gt_classes,
+        gt_difficult,
+    ) = checked_inputs(
+        det_image_ids,
+        det_boxes,
+        det_scores,
+        det_classes,
+        gt_image_ids,
+        gt_boxes,
+        gt_classes,
+        gt_difficult,
+        num_classes,
+    )
 
     same_iou, best_gt = _best_ground_truth(
         det_image_ids, det_boxes, det_classes, gt_image_ids, gt_boxes, gt_classes, legacy_plus_one
@@ -122,21 +137,15 @@ def analyze_errors(
     other_iou, gt_covered_by_other = _best_other_class_iou(
         det_image_ids, det_boxes, det_classes, gt_image_ids, gt_boxes, gt_classes, legacy_plus_one
     )
-    # The ranking and claims of voc_eval: all detections by score, the first claim on an
-    # object is its true positive, later ones duplicates; claims on difficult objects ignored.
+    # voc_eval's ranking (all detections by score) and claims.
     order = np.argsort(-det_scores, kind="stable")
     same_iou, best_gt, other_iou = same_iou[order], best_gt[order], other_iou[order]
     ranked_classes = det_classes[order]
-    overlaps = same_iou > iou_threshold
     on_difficult = np.zeros(len(order), dtype=bool)
     on_difficult[best_gt >= 0] = gt_difficult[best_gt[best_gt >= 0]]
-    ignored = overlaps & on_difficult
-    claims = np.flatnonzero(overlaps & ~on_difficult)
-    _, first = np.unique(best_gt[claims], return_index=True)
-    tp = np.zeros(len(order), dtype=bool)
-    tp[claims[first]] = True
+    tp, ignored = claim_ground_truths(same_iou, best_gt, on_difficult, iou_threshold)
     kind = np.full(len(order), "", dtype=object)
-    kind[overlaps & ~on_difficult & ~tp] = "duplicate"
+    kind[(same_iou > iou_threshold) & ~on_difficult & ~tp] = "duplicate"
     rest = ~tp & ~ignored & (kind == "")
     kind[rest & (other_iou > iou_threshold)] = "confusion"
     rest &= kind == ""

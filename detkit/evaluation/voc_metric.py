@@ -187,6 +187,80 @@ def _best_ground_truth(
     return max_iou, best_gt
 
 
+def checked_inputs(
+    det_image_ids,
+    det_boxes,
+    det_scores,
+    det_classes,
+    gt_image_ids,
+    gt_boxes,
+    gt_classes,
+    gt_difficult,
+    num_classes: int,
+) -> tuple[np.ndarray, ...]:
+    """``voc_eval``'s arguments as arrays of their dtypes and shapes (``gt_difficult`` None:
+    all False), in the same order; a wrong shape, row count or class id is a ValueError
+    naming the argument."""
+    det_image_ids = _as_array("det_image_ids", det_image_ids, np.int64, ())
+    det_boxes = _as_array("det_boxes", det_boxes, np.float64, (4,))
+    det_scores = _as_array("det_scores", det_scores, np.float64, ())
+    det_classes = _as_array("det_classes", det_classes, np.int64, ())
+    gt_image_ids = _as_array("gt_image_ids", gt_image_ids, np.int64, ())
+    gt_boxes = _as_array("gt_boxes", gt_boxes, np.float64, (4,))
+    gt_classes = _as_array("gt_classes", gt_classes, np.int64, ())
+    if gt_difficult is None:
+        gt_difficult = np.zeros(gt_image_ids.shape[0], dtype=bool)
+    gt_difficult = _as_array("gt_difficult", gt_difficult, bool, ())
+    num_dets, num_gts = det_image_ids.shape[0], gt_image_ids.shape[0]
+    for name, array, n in [
+        ("det_boxes", det_boxes, num_dets),
+        ("det_scores", det_scores, num_dets),
+        ("det_classes", det_classes, num_dets),
+        ("gt_boxes", gt_boxes, num_gts),
+        ("gt_classes", gt_classes, num_gts),
+        ("gt_difficult", gt_difficult, num_gts),
+    ]:
+        if array.shape[0] != n:
+            raise ValueError(
+                f"voc_eval: {name} has {array.shape[0]} rows but there are {n} "
+                f"{'detections' if name.startswith('det') else 'ground truths'}."
+            )
+    for name, classes in [("det_classes", det_classes), ("gt_classes", gt_classes)]:
+        if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
+            raise ValueError(
+                f"voc_eval: {name} must lie in [0, {num_classes}); got values from "
+                f"{classes.min()} to {classes.max()}. Pass 0-based contiguous class ids."
+            )
+
+    return (
+        det_image_ids,
+        det_boxes,
+        det_scores,
+        det_classes,
+        gt_image_ids,
+        gt_boxes,
+        gt_classes,
+        gt_difficult,
+    )
+
+
+def claim_ground_truths(
+    max_iou: np.ndarray, best_gt: np.ndarray, best_is_difficult: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The devkit's matching of detections ranked by score: ``(true_positive, ignored)``
+    masks. A detection claims its best ground truth (``best_gt``, of its class) when their IoU
+    is strictly above ``threshold``; the first claim on a ground truth is its true positive
+    and later ones are duplicates (false positives); claims on difficult ground truths are
+    ignored, neither true nor false."""
+    overlaps = max_iou > threshold  # strict, as the devkit
+    ignored = overlaps & best_is_difficult
+    claims = np.flatnonzero(overlaps & ~best_is_difficult)
+    _, first = np.unique(best_gt[claims], return_index=True)
+    tp = np.zeros(max_iou.shape[0], dtype=bool)
+    tp[claims[first]] = True
+    return tp, ignored
+
+
 def voc_eval(
     *,
     det_image_ids: np.ndarray,
@@ -222,36 +296,27 @@ def voc_eval(
     Returns:
         A ``VOCEvalResult`` with ``ap[T, K]`` in [0, 1].
     """
-    det_image_ids = _as_array("det_image_ids", det_image_ids, np.int64, ())
-    det_boxes = _as_array("det_boxes", det_boxes, np.float64, (4,))
-    det_scores = _as_array("det_scores", det_scores, np.float64, ())
-    det_classes = _as_array("det_classes", det_classes, np.int64, ())
-    gt_image_ids = _as_array("gt_image_ids", gt_image_ids, np.int64, ())
-    gt_boxes = _as_array("gt_boxes", gt_boxes, np.float64, (4,))
-    gt_classes = _as_array("gt_classes", gt_classes, np.int64, ())
-    if gt_difficult is None:
-        gt_difficult = np.zeros(gt_image_ids.shape[0], dtype=bool)
-    gt_difficult = _as_array("gt_difficult", gt_difficult, bool, ())
-    num_dets, num_gts = det_image_ids.shape[0], gt_image_ids.shape[0]
-    for name, array, n in [
-        ("det_boxes", det_boxes, num_dets),
-        ("det_scores", det_scores, num_dets),
-        ("det_classes", det_classes, num_dets),
-        ("gt_boxes", gt_boxes, num_gts),
-        ("gt_classes", gt_classes, num_gts),
-        ("gt_difficult", gt_difficult, num_gts),
-    ]:
-        if array.shape[0] != n:
-            raise ValueError(
-                f"voc_eval: {name} has {array.shape[0]} rows but there are {n} "
-                f"{'detections' if name.startswith('det') else 'ground truths'}."
-            )
-    for name, classes in [("det_classes", det_classes), ("gt_classes", gt_classes)]:
-        if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
-            raise ValueError(
-                f"voc_eval: {name} must lie in [0, {num_classes}); got values from "
-                f"{classes.min()} to {classes.max()}. Pass 0-based contiguous class ids."
-            )
+    (
+        det_image_ids,
+        det_boxes,
+        det_scores,
+        det_classes,
+        gt_image_ids,
+        gt_boxes,
+        gt_classes,
+        gt_difficult,
+    ) = checked_inputs(
+        det_image_ids,
+        det_boxes,
+        det_scores,
+        det_classes,
+        gt_image_ids,
+        gt_boxes,
+        gt_classes,
+        gt_difficult,
+        num_classes,
+    )
+    num_dets = det_image_ids.shape[0]
 
     max_iou, best_gt = _best_ground_truth(
         det_image_ids,
@@ -275,14 +340,7 @@ def voc_eval(
     ap = np.full((len(thresholds), num_classes), np.nan)
     recall_final = np.full((len(thresholds), num_classes), np.nan)
     for t, threshold in enumerate(thresholds):
-        overlaps = max_iou > threshold  # strict, as the devkit
-        ignored = overlaps & best_is_difficult
-        claims = np.flatnonzero(overlaps & ~best_is_difficult)
-        # The first claim (highest score) on each ground truth is the true positive; later
-        # claims on it are duplicates, i.e. false positives.
-        _, first = np.unique(best_gt[claims], return_index=True)
-        tp = np.zeros(num_dets, dtype=bool)
-        tp[claims[first]] = True
+        tp, ignored = claim_ground_truths(max_iou, best_gt, best_is_difficult, threshold)
         fp = ~tp & ~ignored
         for k in np.flatnonzero(num_positives > 0):
             # Ignored detections are dropped: they only repeat the previous curve point.
